@@ -1,0 +1,240 @@
+"""Generator configuration: one frozen dataclass per block, presets, TOML files and ``key=value`` overrides.
+
+The configuration is the single source of the generator parameters. The build writes it as JSON beside the
+generated Verilog (``config.json``), and the golden models and the cocotb benches read that same file back
+with :meth:`Config.from_dict`, so hardware, reference and stimulus never disagree about a parameter.
+
+Invariants are checked in ``__post_init__``; every violation raises :class:`ConfigError` with one line that
+names the parameter by its dotted key and says what is allowed.
+"""
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+__all__ = [
+    "ConfigError", "PEArrayConfig", "Config", "PRESETS",
+    "preset", "load_toml", "apply_overrides", "parameter_keys",
+]
+
+
+#: Operand precisions a bit-scalable PE can be built for: whole numbers of 4-bit slices.
+SUPPORTED_PRECISIONS = (4, 8, 12, 16)
+
+
+class ConfigError(ValueError):
+    """A generator parameter is missing, unknown, of the wrong type or out of range."""
+
+
+def _check_int(key, value, *, minimum=1, power_of_two=False):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, not {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, not {value!r}")
+    if power_of_two and value & (value - 1):
+        raise ConfigError(f"{key} must be a power of two, not {value!r}")
+
+
+@dataclass(frozen=True)
+class PEArrayConfig:
+    """Parameters of the bit-scalable PE array (block 1).
+
+    Attributes
+    ----------
+    rows, cols : int
+        PE grid size. Each PE computes one output element of an output tile of ``rows x cols``.
+    max_k : int
+        Longest reduction, in operand beats (cycles), of one command. It sets the accumulator width
+        (:attr:`acc_width`) so that no result can overflow; a beat carries one 16x16-bit product per PE in
+        the widest mode and up to 16 narrower products, all bounded by 2**30 in magnitude.
+    precisions : tuple of int
+        Operand precisions (bits) the hardware supports at run time, a subset of 4, 8, 12, 16. Dropping one
+        removes its operand-routing multiplexers; a command asking for a missing precision sets the sticky
+        error flag and computes zeros.
+    """
+    rows: int = 8
+    cols: int = 8
+    max_k: int = 4096
+    precisions: tuple = SUPPORTED_PRECISIONS
+
+    def __post_init__(self):
+        _check_int("pe.rows", self.rows)
+        _check_int("pe.cols", self.cols)
+        if self.rows > 64 or self.cols > 64:
+            raise ConfigError(f"pe.rows and pe.cols must be at most 64, not {self.rows}x{self.cols}")
+        _check_int("pe.max_k", self.max_k, minimum=2, power_of_two=True)
+        if isinstance(self.precisions, list):
+            object.__setattr__(self, "precisions", tuple(self.precisions))
+        if not isinstance(self.precisions, tuple) or not self.precisions:
+            raise ConfigError(f"pe.precisions must be a non-empty list of bit widths from "
+                              f"{list(SUPPORTED_PRECISIONS)}, not {self.precisions!r}")
+        for p in self.precisions:
+            if p not in SUPPORTED_PRECISIONS or isinstance(p, bool):
+                raise ConfigError(f"pe.precisions entries must be one of {list(SUPPORTED_PRECISIONS)}, "
+                                  f"not {p!r}")
+        if len(set(self.precisions)) != len(self.precisions):
+            raise ConfigError(f"pe.precisions must not repeat a width, not {list(self.precisions)!r}")
+        object.__setattr__(self, "precisions", tuple(sorted(self.precisions)))
+
+    @property
+    def acc_width(self):
+        """Accumulator width: a beat adds at most 2**30 in magnitude, ``max_k`` beats at most
+        ``max_k * 2**30``, which a signed word of ``32 + log2(max_k)`` bits holds (including +2**30 per beat,
+        the product of two most-negative 16-bit operands)."""
+        return 32 + int(math.log2(self.max_k))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole generator configuration.
+
+    Attributes
+    ----------
+    name : str
+        Configuration name; the build writes under ``build/<name>/``.
+    clock_mhz : float
+        Target clock for the SDC constraint written beside the Verilog (250 MHz, as HNPU).
+    pe : PEArrayConfig
+        Bit-scalable PE array.
+    """
+    name: str = "default"
+    clock_mhz: float = 250.0
+    pe: PEArrayConfig = field(default_factory=PEArrayConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or not all(
+                c.isalnum() or c in "-_." for c in self.name) or self.name.startswith("."):
+            raise ConfigError(f"name must be a non-empty string of letters, digits, '-', '_' or '.', "
+                              f"not {self.name!r}")
+        if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
+                or not 0 < self.clock_mhz <= 10000:
+            raise ConfigError(f"clock_mhz must be a number in (0, 10000], not {self.clock_mhz!r}")
+        object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a configuration from :meth:`to_dict` output (e.g. a build's ``config.json``)."""
+        return _build(cls, data, prefix="")
+
+    @classmethod
+    def from_json_file(cls, path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+PRESETS = {
+    "default": Config(),
+    # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
+    "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64)),
+}
+
+
+def preset(name):
+    """Return the preset called ``name``."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, not {name!r}")
+    return PRESETS[name]
+
+
+def _fields(cls):
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parameter_keys(cls=Config, prefix=""):
+    """All dotted parameter keys, e.g. ``["clock_mhz", "name", "pe.cols", ...]``."""
+    keys = []
+    for name, hint in _fields(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += parameter_keys(hint, prefix + name + ".")
+        else:
+            keys.append(prefix + name)
+    return sorted(keys)
+
+
+def _build(cls, data, prefix):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'} must be a table, not {data!r}")
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown parameter {prefix + key!r}; known parameters: "
+                              f"{', '.join(parameter_keys())}")
+        if dataclasses.is_dataclass(fields[key]):
+            value = _build(fields[key], value, prefix + key + ".")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(config, data, prefix=""):
+    """Return ``config`` with the (possibly nested) values of ``data`` replaced."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'} must be a table, not {data!r}")
+    fields = _fields(type(config))
+    changes = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown parameter {prefix + key!r}; known parameters: "
+                              f"{', '.join(parameter_keys())}")
+        if dataclasses.is_dataclass(fields[key]):
+            value = _merge(getattr(config, key), value, prefix + key + ".")
+        elif isinstance(value, dict):
+            raise ConfigError(f"{prefix + key} must be a single value, not a table")
+        changes[key] = value
+    return replace(config, **changes)
+
+
+def load_toml(path):
+    """Load a configuration file.
+
+    The file may name a ``preset`` to start from (``"default"`` if absent) and then override any
+    parameter, e.g.::
+
+        preset = "small"
+        name = "tiny"
+        [pe]
+        rows = 4
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    base = preset(data.pop("preset", "default"))
+    return _merge(base, data)
+
+
+def _parse_value(text):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text     # a bare word is a string: ``--set name=tiny``
+
+
+def apply_overrides(config, overrides):
+    """Apply ``key=value`` overrides; values are TOML literals (``4``, ``[8, 16]``, ``"x"``) or bare words."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value (e.g. pe.rows=4), not {item!r}")
+        data = _parse_value(text.strip())
+        for part in reversed(key.split(".")):
+            data = {part: data}
+        config = _merge(config, data)
+    return config

@@ -1,0 +1,272 @@
+"""R x C array of bit-scalable PEs running the three training GEMMs (FF, EP, WG) on stream interfaces."""
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import GRID, BitScalablePE, PEControl
+
+
+__all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_layout", "PEArray"]
+
+#: Bits of one PE-row (or column) operand line: 16 slices of 4 bits.
+LINE_BITS = 64
+#: Command encoding of the operand precisions.
+PRECISION_CODES = {4: 0, 8: 1, 12: 2, 16: 3}
+
+
+class Mode(enum.Enum, shape=2):
+    """GEMM of a command, i.e. how the two operand streams are read.
+
+    ``FF``: ``Y = W X`` (A: W straight, B: stored activations straight); ``EP``: ``E' = W^T E`` (A: W
+    transposed, B: stored errors straight); ``WG``: ``G = E X^T`` (A: stored errors transposed, B: stored
+    activations transposed). The value 3 is reserved: it sets the error flag and runs as ``FF``.
+    """
+    FF = 0
+    EP = 1
+    WG = 2
+
+
+def command_layout(max_k):
+    """Layout of one command: the GEMM mode, the operand precisions and the number of beats minus one."""
+    return data.StructLayout({
+        "mode": Mode,
+        "prec_a": unsigned(2),
+        "prec_b": unsigned(2),
+        "beats_m1": unsigned(int(math.log2(max_k))),
+    })
+
+
+def output_layout(cols, acc_width):
+    """Layout of one output beat: one row of the output tile and a flag on the tile's last row."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(acc_width), cols),
+        "last": unsigned(1),
+    })
+
+
+_SPAN = {1: 1, 2: 2, 3: 4, 4: 4}    # grid rows/columns spanned by an operand of n 4-bit slices
+
+
+def _slice_source(*, a_side, transposed, na, nb, size, line, index):
+    """Where multiplier ``index`` of operand line ``line`` takes its slice from, for one configuration.
+
+    Returns ``(kind, slice_position_in_beat)`` with kind ``"unsigned"``, ``"signed"`` (top slice) or
+    ``"ext"`` (the fourth slot of a 12-bit operand: the sign of its third slice).
+    """
+    row, col = divmod(index, GRID)
+    sa, sb = _SPAN[na], _SPAN[nb]
+    lane = (row // sa) * (GRID // sb) + col // sb
+    own, own_span = (na, sa) if a_side else (nb, sb)
+    slot = (row % sa) if a_side else (col % sb)
+    kind = "signed" if slot == own_span - 1 else "unsigned"
+    if own == 3 and slot == 3:
+        kind, slot = "ext", 2
+    if transposed:
+        position = (lane * size + line) * own + slot
+    else:
+        position = line * (LINE_BITS // 4) + lane * own + slot
+    return kind, position
+
+
+class PEArray(wiring.Component):
+    """Output-stationary array of ``rows x cols`` bit-scalable PEs for the training GEMMs.
+
+    A command (``cmd``) selects the GEMM (:class:`Mode`), the A and B operand precisions and the number of
+    beats of the reduction. The array then takes that many beats, each one ``a`` and one ``b`` transfer
+    taken together, and produces the ``rows x cols`` output tile as ``rows`` transfers on ``o``, one tile
+    row each, ``last`` on the final row. Beats carry operand blocks as read from memory; the mode sets
+    whether each side is read straight or transposed (see :mod:`golden.pe_array` for the bit layout), and
+    per-row/per-column multiplexers route the slices to the PEs' multipliers.
+
+    Throughput: one beat per cycle, ``rows*cols*lanes(pa, pb)`` MACs per cycle, with back-to-back commands
+    (the next command is taken with the last beat of the current one). The output tile is copied into a
+    drain buffer, so draining overlaps the next reduction; the last beat of a command waits while the
+    buffer still holds the previous tile, so commands shorter than about ``rows + 4`` beats are
+    drain-bound. Latency: the first output row is valid 4 cycles after the last beat is taken.
+
+    Back-pressure: ``a``/``b`` are taken only together (``ready`` is raised for both when both are valid);
+    any stall of ``cmd``, ``a``, ``b`` or ``o`` only delays the array, no data is lost or repeated.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE grid size, 1 to 64 each.
+    max_k : int
+        Largest beat count of one command; a power of two >= 2. Sets the accumulator width.
+    precisions : tuple of int
+        Supported operand precisions, a subset of (4, 8, 12, 16). A command with another precision sets
+        ``error`` and computes zeros.
+
+    Members
+    -------
+    cmd : In(stream.Signature(command_layout(max_k)))
+    a : In(stream.Signature(unsigned(64 * rows)))
+        A-side beats.
+    b : In(stream.Signature(unsigned(64 * cols)))
+        B-side beats.
+    o : Out(stream.Signature(output_layout(cols, acc_width)))
+        Output tile rows, top row first.
+    error : Out(1)
+        Sticky: a command had an unsupported precision or the reserved mode.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad parameter.
+    """
+
+    def __init__(self, *, rows, cols, max_k=4096, precisions=(4, 8, 12, 16)):
+        for name, value in (("Row count", rows), ("Column count", cols), ("Maximum beat count", max_k)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 1 <= rows <= 64:
+            raise ValueError(f"Row count must be an integer in 1..64, not {rows!r}")
+        if not 1 <= cols <= 64:
+            raise ValueError(f"Column count must be an integer in 1..64, not {cols!r}")
+        if max_k < 2 or max_k & (max_k - 1):
+            raise ValueError(f"Maximum beat count must be a power of two >= 2, not {max_k!r}")
+        precisions = tuple(precisions)
+        if not precisions or any(p not in PRECISION_CODES for p in precisions):
+            raise ValueError(f"Precisions must be a non-empty subset of (4, 8, 12, 16), not {precisions!r}")
+        self._rows, self._cols, self._max_k = rows, cols, max_k
+        self._precisions = tuple(sorted(set(precisions)))
+        self._acc_width = 32 + int(math.log2(max_k))
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(max_k))),
+            "a": In(stream.Signature(unsigned(LINE_BITS * rows))),
+            "b": In(stream.Signature(unsigned(LINE_BITS * cols))),
+            "o": Out(stream.Signature(output_layout(cols, self._acc_width))),
+            "error": Out(1),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    max_k = property(lambda self: self._max_k)
+    precisions = property(lambda self: self._precisions)
+    acc_width = property(lambda self: self._acc_width)
+
+    def _route(self, m, *, a_side, beat, transposed, prec_a, prec_b, size, line):
+        """Multiplier operands of one line, chosen by (transposed, prec_a, prec_b)."""
+        out = Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"{'a' if a_side else 'b'}_route{line}")
+        slices = [beat[4 * i:4 * i + 4] for i in range(len(beat) // 4)]
+        codes = [PRECISION_CODES[p] for p in self._precisions]
+        for index in range(GRID * GRID):
+            by_source = {}
+            for t in (0, 1):
+                for ca in codes:
+                    for cb in codes:
+                        src = _slice_source(a_side=a_side, transposed=t, na=ca + 1, nb=cb + 1,
+                                            size=size, line=line, index=index)
+                        by_source.setdefault(src, []).append(ca | cb << 2 | t << 4)
+            with m.Switch(Cat(prec_a, prec_b, transposed)):
+                for (kind, pos), patterns in by_source.items():
+                    nibble = slices[pos]
+                    if kind == "unsigned":
+                        value = Cat(nibble, Const(0, 1))
+                    elif kind == "signed":
+                        value = Cat(nibble, nibble[3])
+                    else:
+                        value = nibble[3].replicate(5)
+                    with m.Case(*patterns):
+                        m.d.comb += out[index].eq(value.as_signed())
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+        k_width = int(math.log2(self._max_k))
+
+        # Command state.
+        active = Signal()
+        mode = Signal(Mode)
+        prec_a = Signal(2)
+        prec_b = Signal(2)
+        remaining = Signal(k_width)
+        first = Signal()
+        # Output state: a tile in flight in the PE pipeline, a tile in the drain buffer.
+        pending = Signal()
+        busy = Signal()
+
+        is_last = remaining == 0
+        # The last beat of a reduction may go only when the drain buffer will be free to take its tile.
+        go = active & self.a.valid & self.b.valid & (~is_last | (~pending & ~busy))
+        m.d.comb += [self.a.ready.eq(go), self.b.ready.eq(go)]
+        m.d.comb += self.cmd.ready.eq(~active | (go & is_last))
+
+        with m.If(go):
+            m.d.sync += [remaining.eq(remaining - 1), first.eq(0)]
+            with m.If(is_last):
+                m.d.sync += active.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            payload = self.cmd.payload
+            m.d.sync += [
+                active.eq(1), mode.eq(payload.mode), prec_a.eq(payload.prec_a), prec_b.eq(payload.prec_b),
+                remaining.eq(payload.beats_m1), first.eq(1),
+            ]
+            supported = Const(sum(1 << PRECISION_CODES[p] for p in self._precisions), 4)
+            bad = ((payload.mode.as_value() == 3) | ~supported.bit_select(payload.prec_a, 1)
+                   | ~supported.bit_select(payload.prec_b, 1))
+            with m.If(bad):
+                m.d.sync += self.error.eq(1)
+
+        # Stage 0: route the beat's slices to the multipliers, once per PE row (A) and column (B).
+        t_a = (mode == Mode.EP) | (mode == Mode.WG)
+        t_b = mode == Mode.WG
+        a_ops = [Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"a_ops{r}") for r in range(rows)]
+        b_ops = [Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"b_ops{c}") for c in range(cols)]
+        ctl = Signal(PEControl)
+        last0 = Signal()
+        last1 = Signal()
+        done = Signal()
+        # Idle cycles load zero operands: the PEs then add zero, so they need no enable.
+        for r in range(rows):
+            routed = self._route(m, a_side=True, beat=self.a.payload, transposed=t_a,
+                                 prec_a=prec_a, prec_b=prec_b, size=rows, line=r)
+            m.d.sync += a_ops[r].eq(Mux(go, routed, 0))
+        for c in range(cols):
+            routed = self._route(m, a_side=False, beat=self.b.payload, transposed=t_b,
+                                 prec_a=prec_a, prec_b=prec_b, size=cols, line=c)
+            m.d.sync += b_ops[c].eq(Mux(go, routed, 0))
+        m.d.sync += [
+            ctl.first.eq(go & first),
+            ctl.a_ge2.eq(go & (prec_a >= 1)), ctl.a_eq4.eq(go & (prec_a >= 2)),
+            ctl.b_ge2.eq(go & (prec_b >= 1)), ctl.b_eq4.eq(go & (prec_b >= 2)),
+            last0.eq(go & is_last), last1.eq(last0), done.eq(last1),
+        ]
+
+        # Stage 1-2: the PEs (beat sum register, accumulator).
+        accs = []
+        for r in range(rows):
+            row = []
+            for c in range(cols):
+                pe = BitScalablePE(acc_width=self._acc_width)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [pe.a.eq(a_ops[r]), pe.b.eq(b_ops[c]), pe.ctl.eq(ctl)]
+                row.append(pe.acc)
+            accs.append(row)
+
+        # Drain buffer: a shift register of tile rows, top row on `o`.
+        obuf = [Signal(data.ArrayLayout(signed(self._acc_width), cols), name=f"obuf{r}") for r in range(rows)]
+        row_count = Signal(range(rows))
+        with m.If(go & is_last):
+            m.d.sync += pending.eq(1)
+        m.d.comb += [
+            self.o.valid.eq(busy),
+            self.o.payload.data.eq(obuf[0]),
+            self.o.payload.last.eq(row_count == rows - 1),
+        ]
+        with m.If(done):
+            # `done` implies the buffer is empty: the last beat waited for it.
+            m.d.sync += [pending.eq(0), busy.eq(1), row_count.eq(0)]
+            for r in range(rows):
+                m.d.sync += obuf[r].eq(Cat(*accs[r]))
+        with m.Elif(self.o.valid & self.o.ready):
+            for r in range(rows - 1):
+                m.d.sync += obuf[r].eq(obuf[r + 1])
+            m.d.sync += row_count.eq(row_count + 1)
+            with m.If(row_count == rows - 1):
+                m.d.sync += [busy.eq(0), row_count.eq(0)]
+        return m

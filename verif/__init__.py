@@ -1,0 +1,1 @@
+"""cocotb testbenches (one module per block) and the simulator runner helpers."""
