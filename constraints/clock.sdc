@@ -1,0 +1,6 @@
+# Clock constraint for the generated RTL (SDC), written beside the Verilog by `python -m hw.build`.
+# Target: {clock_mhz} MHz (HNPU's 250 MHz by default; set with --set clock_mhz=...).
+create_clock -name clk -period {period_ns} [get_ports clk]
+set_input_delay  -clock clk {io_delay_ns} [remove_from_collection [all_inputs] [get_ports {{clk rst}}]]
+set_output_delay -clock clk {io_delay_ns} [all_outputs]
+set_false_path -from [get_ports rst]

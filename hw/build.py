@@ -1,0 +1,177 @@
+"""Build CLI: ``python -m hw.build --target {verilog,rtlil,synth} [--preset P] [--config F] [--set k=v] [--out D]``.
+
+Writes under ``<out>/<config name>/`` (``build/default/`` by default):
+
+* one Verilog (``--target verilog``) or RTLIL (``--target rtlil``) file per top-level block;
+* ``config.json``: the full configuration, read back by the golden models and the benches;
+* ``manifest.json``: files, top module names, all parameters, generator version;
+* ``clock.sdc``: the clock constraint for downstream ASIC flows (from ``constraints/clock.sdc``).
+
+``--target synth`` also synthesizes every block with Yosys (``constraints/synth.ys``) and writes
+``synth/report.json`` and ``synth/report.md``.
+
+Every parameter and argument is checked before anything is written; output files are produced in a
+scratch folder and moved into place only when all of them exist. Bad input exits with status 2 and one
+line on stderr.
+"""
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil, verilog
+
+from . import __version__
+from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
+from .pe import BitScalablePE, Fixed16PE
+from .pe_array import PEArray
+
+
+__all__ = ["BLOCKS", "Block", "elaborate", "generate", "main"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A top-level block the build emits: its Verilog module name and how to make it from a config."""
+    top: str
+    make: object        # Config -> wiring.Component
+    description: str
+
+
+BLOCKS = {
+    "pe_array": Block("edgetrain_pe_array",
+                      lambda c: PEArray(rows=c.pe.rows, cols=c.pe.cols, max_k=c.pe.max_k,
+                                        precisions=c.pe.precisions),
+                      "bit-scalable PE array (FF/EP/WG GEMMs)"),
+    "pe": Block("edgetrain_pe", lambda c: BitScalablePE(acc_width=c.pe.acc_width),
+                "one bit-scalable PE (16 slice multipliers)"),
+    "pe_fixed16": Block("edgetrain_pe_fixed16", lambda c: Fixed16PE(acc_width=c.pe.acc_width),
+                        "baseline: fixed 16x16-bit MAC PE"),
+}
+
+
+def elaborate(block, config, target="verilog"):
+    """Text of one block in Verilog or RTLIL."""
+    spec = BLOCKS[block]
+    component = spec.make(config)
+    if target == "rtlil":
+        return rtlil.convert(component, name=spec.top, emit_src=False)
+    return verilog.convert(component, name=spec.top, emit_src=False)
+
+
+def _progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def generate(config, target, out_root, blocks=None, progress=_progress):
+    """Write the build of ``config`` under ``out_root/<name>/`` and return that folder."""
+    from . import synth   # only the synth target needs Yosys
+
+    blocks = list(BLOCKS) if blocks is None else blocks
+    dest = Path(out_root) / config.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{config.name}-") as scratch:
+        scratch = Path(scratch)
+        files = {}
+        ext = "il" if target == "rtlil" else "v"
+        for i, block in enumerate(blocks, 1):
+            progress(f"[{i}/{len(blocks)}] elaborating {block} ({BLOCKS[block].description})")
+            name = f"{block}.{ext}"
+            (scratch / name).write_text(elaborate(block, config, "rtlil" if target == "rtlil" else "verilog"))
+            files[block] = name
+        period = 1000.0 / config.clock_mhz
+        sdc = (_ROOT / "constraints" / "clock.sdc").read_text().format(
+            clock_mhz=f"{config.clock_mhz:g}", period_ns=f"{period:.3f}", io_delay_ns=f"{0.2 * period:.3f}")
+        (scratch / "clock.sdc").write_text(sdc)
+        (scratch / "config.json").write_text(config.to_json())
+        manifest = {
+            "generator": "edgetrain",
+            "version": __version__,
+            "target": target,
+            "config_name": config.name,
+            "parameters": config.to_dict(),
+            "derived": {"pe.acc_width": config.pe.acc_width},
+            "blocks": {b: {"file": files[b], "top": BLOCKS[b].top, "description": BLOCKS[b].description}
+                       for b in blocks},
+            "constraints": "clock.sdc",
+        }
+        if target == "synth":
+            results = {}
+            for i, block in enumerate(blocks, 1):
+                progress(f"[{i}/{len(blocks)}] synthesizing {block} with Yosys")
+                start = time.monotonic()
+                results[block] = synth.synthesize(elaborate(block, config, "rtlil"), BLOCKS[block].top,
+                                                  scratch / "synth" / block)
+                results[block]["seconds"] = round(time.monotonic() - start, 1)
+            report = {"config": config.name, "nand2_weights": synth.NAND2_WEIGHTS, "blocks": results}
+            (scratch / "synth" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            (scratch / "synth" / "report.md").write_text(
+                f"# Synthesis report: configuration `{config.name}`\n\n" + synth.markdown_table(results))
+            manifest["synth_report"] = "synth/report.json"
+        (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        # Move into place only now that every file exists.
+        if dest.exists():
+            shutil.rmtree(dest)
+        scratch.rename(dest)
+        dest.chmod(0o755)
+        scratch.mkdir()     # TemporaryDirectory cleans up the (now empty) name
+    return dest
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, exit status 2, no usage dump.
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser():
+    parser = _Parser(prog="python -m hw.build", description="Generate the accelerator's RTL.")
+    parser.add_argument("--target", choices=["verilog", "rtlil", "synth"], default="verilog",
+                        help="what to write (default: verilog); synth also runs Yosys for area")
+    parser.add_argument("--preset", default=None,
+                        help=f"configuration preset to start from: {', '.join(sorted(PRESETS))} (default: default)")
+    parser.add_argument("--config", metavar="FILE.toml", help="configuration file (may name a preset)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override one parameter, e.g. --set pe.rows=4 (repeatable)")
+    parser.add_argument("--block", action="append", choices=sorted(BLOCKS), dest="blocks",
+                        help="build only this block (repeatable; default: all)")
+    parser.add_argument("--out", default="build", metavar="DIR", help="output root (default: build)")
+    return parser
+
+
+def resolve_config(args):
+    if args.config and args.preset:
+        raise ConfigError("give either --preset or --config (a config file names its own preset), not both")
+    config = load_toml(args.config) if args.config else preset(args.preset or "default")
+    return apply_overrides(config, args.overrides)
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.target == "synth":
+        from .synth import SynthError, yosys_command
+        try:
+            yosys_command()
+        except SynthError as exc:
+            parser.error(str(exc))
+    blocks = sorted(set(args.blocks), key=list(BLOCKS).index) if args.blocks else None
+    dest = generate(config, args.target, args.out, blocks)
+    print(dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

