@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hw.build import BLOCKS, main
+from hw.synth import SynthError, nand2_equivalents, yosys_command
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "hw.build", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_verilog(tmp_path):
+    out = tmp_path / "out"
+    assert main(["--target", "verilog", "--preset", "small", "--out", str(out)]) == 0
+    dest = out / "small"
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["parameters"]["pe"]["rows"] == 2 and manifest["derived"]["pe.acc_width"] == 38
+    for block, spec in BLOCKS.items():
+        text = (dest / f"{block}.v").read_text()
+        assert f"module {spec.top}(" in text
+        assert manifest["blocks"][block] == {"file": f"{block}.v", "top": spec.top,
+                                             "description": spec.description}
+    assert "create_clock -name clk -period 4.000" in (dest / "clock.sdc").read_text()
+    assert json.loads((dest / "config.json").read_text())["name"] == "small"
+
+
+def test_rtlil_with_config_and_overrides(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('preset = "small"\nname = "mine"\n[pe]\nrows = 1\n')
+    out = tmp_path / "out"
+    assert main(["--target", "rtlil", "--config", str(cfg), "--set", "pe.cols=1", "--block", "pe_array",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "mine").iterdir()) == [
+        "clock.sdc", "config.json", "manifest.json", "pe_array.il"]
+    params = json.loads((out / "mine" / "manifest.json").read_text())["parameters"]["pe"]
+    assert (params["rows"], params["cols"]) == (1, 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "pe.rows=0"], "pe.rows must be an integer >= 1, not 0"),
+    (["--set", "pe.precisions=[5]"], "pe.precisions entries must be one of [4, 8, 12, 16], not 5"),
+    (["--set", "pe.bogus=1"], "unknown parameter 'pe.bogus'"),
+    (["--target", "vhdl"], "argument --target: invalid choice: 'vhdl'"),
+    (["--config", "missing.toml"], "config file 'missing.toml' does not exist"),
+    (["--config", "bad.toml"], "config file 'bad.toml' is not valid TOML"),
+    (["--preset", "huge"], "preset must be one of ['default', 'small'], not 'huge'"),
+    (["--set", "pe.rows"], "--set takes key=value"),
+])
+def test_bad_input(tmp_path, args, message):
+    (tmp_path / "bad.toml").write_text("[pe\nrows = 2\n")
+    proc = run_cli(*args, "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_nand2_equivalents():
+    assert nand2_equivalents({"$_NAND_": 3, "$_NOT_": 3}) == pytest.approx(5.0)
+    assert nand2_equivalents({"$_DFF_P_": 1}) == pytest.approx(4.522 / 0.798)
+    assert nand2_equivalents({"$_SDFFE_PP0P_": 1}) == pytest.approx((4.522 + 1.064 + 1.862) / 0.798)
+    with pytest.raises(SynthError, match="no NAND2 weight for cell type '\\$_FOO_'"):
+        nand2_equivalents({"$_FOO_": 1})
+
+
+def test_synth(tmp_path):
+    try:
+        yosys_command()
+    except SynthError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "out"
+    assert main(["--target", "synth", "--preset", "small", "--set", "pe.rows=1", "--set", "pe.cols=1",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "small" / "synth" / "report.json").read_text())
+    pe, base = report["blocks"]["pe"], report["blocks"]["pe_fixed16"]
+    # The baseline holds a 32-bit product, the 38-bit accumulator and a flag: 71 flip-flops.
+    assert base["flip_flops"] == 71 and pe["flip_flops"] == 71
+    assert pe["nand2_equivalents"] > base["nand2_equivalents"] > 0
+    assert base["transistors"] > 0 and base["logic_depth_cells"] > 10 and base["memory_bits"] == 0
+    assert "| pe_fixed16 |" in (out / "small" / "synth" / "report.md").read_text()

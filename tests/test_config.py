@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from hw.config import (Config, ConfigError, PEArrayConfig, PRESETS, apply_overrides, load_toml,
+                       parameter_keys, preset)
+
+
+def test_presets():
+    assert preset("default") == Config()
+    small = preset("small")
+    assert small.name == "small" and (small.pe.rows, small.pe.cols) == (2, 3)
+    assert set(PRESETS) >= {"default", "small"}
+
+
+def test_acc_width():
+    assert PEArrayConfig(max_k=4096).acc_width == 44
+    assert PEArrayConfig(max_k=64).acc_width == 38
+
+
+def test_json_round_trip():
+    config = apply_overrides(preset("small"), ["pe.precisions=[8, 16]", "clock_mhz=200"])
+    assert Config.from_dict(json.loads(config.to_json())) == config
+
+
+def test_overrides():
+    config = apply_overrides(Config(), ["pe.rows=4", "pe.cols=2", "name=tiny"])
+    assert (config.pe.rows, config.pe.cols, config.name) == (4, 2, "tiny")
+    assert config.pe.max_k == Config().pe.max_k
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pe.rows=0", "pe.rows must be an integer >= 1, not 0"),
+    ("pe.rows=x", "pe.rows must be an integer, not 'x'"),
+    ("pe.rows=true", "pe.rows must be an integer, not True"),
+    ("pe.max_k=100", "pe.max_k must be a power of two, not 100"),
+    ("pe.precisions=[5]", "pe.precisions entries must be one of [4, 8, 12, 16], not 5"),
+    ("pe.precisions=[8, 8]", "pe.precisions must not repeat a width"),
+    ("pe.precisions=[]", "pe.precisions must be a non-empty list"),
+    ("pe.foo=1", "unknown parameter 'pe.foo'"),
+    ("bogus=1", "unknown parameter 'bogus'"),
+    ("pe=3", "pe must be a table"),
+    ("clock_mhz=0", "clock_mhz must be a number in (0, 10000]"),
+    ("name=a/b", "name must be a non-empty string"),
+    ("pe.rows", "--set takes key=value"),
+])
+def test_override_wrong(override, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        apply_overrides(Config(), [override])
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_load_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "small"\nname = "mine"\n[pe]\nrows = 4\n')
+    config = load_toml(path)
+    assert (config.name, config.pe.rows, config.pe.cols) == ("mine", 4, 3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pe\n", "is not valid TOML"),
+    ('preset = "huge"\n', "preset must be one of"),
+    ("[pe]\ncolumns = 3\n", "unknown parameter 'pe.columns'"),
+    ("[pe]\nrows = -1\n", "pe.rows must be an integer >= 1"),
+])
+def test_load_toml_wrong(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as info:
+        load_toml(path)
+    assert message in str(info.value)
+
+
+def test_load_toml_missing(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "nope.toml")
+
+
+def test_parameter_keys():
+    assert parameter_keys() == ["clock_mhz", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows"]
