@@ -3,12 +3,22 @@
 The PE
 ------
 A PE holds a 4 x 4 grid of 4-bit slice multipliers. An operand of ``p`` bits spans ``span(p)`` rows (A side)
-or columns (B side) of the grid: 1, 2 or 4; a 12-bit operand is sign-extended to 16 bits and spans 4 (its
-fourth slice is pure sign extension). The grid is tiled by ``span(pa) x span(pb)`` blocks, one operand
-pair per block, so a PE serves ``lanes(pa, pb) = (4 // span(pa)) * (4 // span(pb))`` pairs per cycle:
-16 at 4x4, 4 at 8x8 and 16x4, 1 at 16x16 and 12x12. Within a block, multiplier ``(i, k)`` forms
-``slice_i(a) * slice_k(b) * 16**(i + k)`` with the top slice of each operand signed, and all products of
-all blocks are added into one accumulator: every beat adds the exact dot product of its lanes.
+or columns (B side) of the grid: 1, 2 or 4 (a 12-bit operand takes 4, its fourth slot is zero). The grid is
+tiled by ``span(pa) x span(pb)`` blocks, one operand pair per block, so a PE serves
+``lanes(pa, pb) = (4 // span(pa)) * (4 // span(pb))`` pairs per cycle: 16 at 4x4, 4 at 8x8 and 16x4, 1 at
+16x16 and 12x12.
+
+The multipliers are unsigned: operands enter in offset binary, ``A = a + 2**(pa-1)`` (the two's-complement
+code with its top bit flipped), so no partial product needs sign extension. Within a block, multiplier
+``(i, k)`` forms ``slice_i(A) * slice_k(B) * 16**(i + k)`` and all products of all blocks are added, so a
+beat adds ``offset_dot = sum_j A_j * B_j`` to the PE's accumulator (:func:`pe_offset_dot`). The signed
+dot product follows exactly from
+
+    sum_j a_j b_j = sum_j A_j B_j - 2**(pb-1) sum_j A_j - 2**(pa-1) sum_j B_j + n 2**(pa+pb-2)
+
+where ``sum_j A_j`` depends only on the PE row's operands and ``sum_j B_j`` only on the PE column's: the
+array accumulates them once per row and per column and applies the correction to each result as the
+tile drains (:func:`pe_dot` computes the signed result this way).
 
 The array
 ---------
@@ -39,12 +49,12 @@ import enum
 
 import numpy as np
 
-from .dfxp import PRECISIONS, code_range, slice_values
+from .dfxp import PRECISIONS, code_range, to_slices
 
 
 __all__ = [
     "Mode", "LINE_BITS", "GRID", "span", "lanes", "precision_code",
-    "pe_dot", "pack_beat", "unpack_beat", "gemm", "TileJob", "tile_jobs",
+    "offset_code", "pe_offset_dot", "pe_dot", "pack_beat", "unpack_beat", "gemm", "TileJob", "tile_jobs",
 ]
 
 LINE_BITS = 64      # one PE-row/column operand line: 16 slices of 4 bits
@@ -84,29 +94,47 @@ def lanes(pa, pb):
     return (GRID // span(pa)) * (GRID // span(pb))
 
 
-def pe_dot(a, b, pa, pb):
-    """One PE beat computed the way the PE computes it: from slices on the multiplier grid.
+def offset_code(a, p):
+    """Offset-binary code of ``p``-bit two's-complement values: ``a + 2**(p-1)``, in ``0 .. 2**p - 1``."""
+    _check_precision(p)
+    return np.asarray(a, dtype=np.int64) + (1 << (p - 1))
 
-    ``a`` and ``b`` are ``lanes(pa, pb)`` codes each. Returns the exact integer dot product, formed as the
-    sum of shifted signed 4-bit slice products (12-bit operands sign-extended to four slices).
-    """
+
+def _check_beat(a, b, pa, pb):
     n = lanes(pa, pb)
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     if a.shape != (n,) or b.shape != (n,):
-        raise ValueError(f"pe_dot takes {n} operand pairs at {pa}x{pb}, not {a.shape} and {b.shape}")
+        raise ValueError(f"a beat takes {n} operand pairs at {pa}x{pb}, not {a.shape} and {b.shape}")
     for v, p in ((a, pa), (b, pb)):
         lo, hi = code_range(p)
         if np.any((v < lo) | (v > hi)):
             raise ValueError(f"operand out of range for {p} bits")
-    sa = slice_values(a, 16 if pa == 12 else pa)
-    sb = slice_values(b, 16 if pb == 12 else pb)
+    return a, b
+
+
+def pe_offset_dot(a, b, pa, pb):
+    """What one beat adds to a PE's accumulator, computed from slices the way the grid does it:
+    ``sum_j A_j B_j`` over the offset-binary codes, as a sum of shifted unsigned 4x4-bit products."""
+    a, b = _check_beat(a, b, pa, pb)
+    sa = to_slices(offset_code(a, pa), 16 if pa == 12 else pa).astype(np.int64)
+    sb = to_slices(offset_code(b, pb), 16 if pb == 12 else pb).astype(np.int64)
     total = 0
-    for j in range(n):
+    for j in range(len(a)):
         for i in range(sa.shape[1]):
             for k in range(sb.shape[1]):
                 total += int(sa[j, i]) * int(sb[j, k]) << (4 * (i + k))
     return total
+
+
+def pe_dot(a, b, pa, pb):
+    """Signed dot product of one beat, recovered from :func:`pe_offset_dot` with the row and column
+    corrections the array applies. Equal to ``sum(a * b)`` exactly."""
+    a, b = _check_beat(a, b, pa, pb)
+    row = int(offset_code(a, pa).sum())
+    col = int(offset_code(b, pb).sum())
+    return (pe_offset_dot(a, b, pa, pb) - (row << (pb - 1)) - (col << (pa - 1))
+            + (len(a) << (pa + pb - 2)))
 
 
 def pack_beat(block, p, transposed, size):

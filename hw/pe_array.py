@@ -53,17 +53,18 @@ _SPAN = {1: 1, 2: 2, 3: 4, 4: 4}    # grid rows/columns spanned by an operand of
 def _slice_source(*, a_side, transposed, na, nb, size, line, index):
     """Where multiplier ``index`` of operand line ``line`` takes its slice from, for one configuration.
 
-    Returns ``(kind, slice_position_in_beat)`` with kind ``"unsigned"``, ``"signed"`` (top slice) or
-    ``"ext"`` (the fourth slot of a 12-bit operand: the sign of its third slice).
+    Returns ``(kind, slice_position_in_beat)`` with kind ``"low"`` (a low slice, as is), ``"top"`` (the top
+    slice, whose top bit is flipped to make the operand offset binary) or ``"zero"`` (the fourth slot of a
+    12-bit operand).
     """
     row, col = divmod(index, GRID)
     sa, sb = _SPAN[na], _SPAN[nb]
     lane = (row // sa) * (GRID // sb) + col // sb
-    own, own_span = (na, sa) if a_side else (nb, sb)
+    own = na if a_side else nb
     slot = (row % sa) if a_side else (col % sb)
-    kind = "signed" if slot == own_span - 1 else "unsigned"
-    if own == 3 and slot == 3:
-        kind, slot = "ext", 2
+    kind = "top" if slot == own - 1 else "low"
+    if slot >= own:
+        return "zero", 0
     if transposed:
         position = (lane * size + line) * own + slot
     else:
@@ -150,7 +151,7 @@ class PEArray(wiring.Component):
 
     def _route(self, m, *, a_side, beat, transposed, prec_a, prec_b, size, line):
         """Multiplier operands of one line, chosen by (transposed, prec_a, prec_b)."""
-        out = Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"{'a' if a_side else 'b'}_route{line}")
+        out = Signal(data.ArrayLayout(unsigned(4), GRID * GRID), name=f"{'a' if a_side else 'b'}_route{line}")
         slices = [beat[4 * i:4 * i + 4] for i in range(len(beat) // 4)]
         codes = [PRECISION_CODES[p] for p in self._precisions]
         for index in range(GRID * GRID):
@@ -163,16 +164,47 @@ class PEArray(wiring.Component):
                         by_source.setdefault(src, []).append(ca | cb << 2 | t << 4)
             with m.Switch(Cat(prec_a, prec_b, transposed)):
                 for (kind, pos), patterns in by_source.items():
-                    nibble = slices[pos]
-                    if kind == "unsigned":
-                        value = Cat(nibble, Const(0, 1))
-                    elif kind == "signed":
-                        value = Cat(nibble, nibble[3])
+                    if kind == "low":
+                        value = slices[pos]
+                    elif kind == "top":
+                        value = slices[pos] ^ 0b1000
                     else:
-                        value = nibble[3].replicate(5)
+                        value = Const(0, 4)
                     with m.Case(*patterns):
-                        m.d.comb += out[index].eq(value.as_signed())
+                        m.d.comb += out[index].eq(value)
         return out
+
+    def _operand_sum(self, m, ops, ctl, *, a_side, first, name):
+        """Accumulated sum of one line's offset-binary operands, from its routed multiplier slices.
+
+        Each lane's slices appear once per grid column (A side) or row (B side) of its block, so only the
+        first column (row) of every block is counted, each slice weighted by ``16**slot``.
+        """
+        a_spans, b_spans = (ctl.a_ge2, ctl.a_eq4), (ctl.b_ge2, ctl.b_eq4)
+        (own_ge2, own_eq4), (other_ge2, other_eq4) = (a_spans, b_spans) if a_side else (b_spans, a_spans)
+        # Position p along the other axis starts a block iff p % span == 0.
+        starts = [None, ~other_ge2, ~other_eq4, ~other_ge2]
+        total = 0
+        for slot_pos in range(GRID):
+            part = 0
+            for p in range(GRID):
+                index = GRID * slot_pos + p if a_side else GRID * p + slot_pos
+                term = ops[index]
+                part = part + (term if starts[p] is None else Mux(starts[p], term, 0))
+            # Weight 16**(slot_pos % span): 1, 16 if span >= 2, 256 if span 4, 4096 / 16 / 1 for slot 3.
+            if slot_pos == 0:
+                total = total + part
+            elif slot_pos == 1:
+                total = total + Mux(own_ge2, part << 4, part)
+            elif slot_pos == 2:
+                total = total + Mux(own_eq4, part << 8, part)
+            else:
+                total = total + Mux(own_eq4, part << 12, Mux(own_ge2, part << 4, part))
+        line_sum = Signal(20, name=f"{name}_beat")
+        acc = Signal(self._acc_width, name=name)
+        m.d.sync += line_sum.eq(total)
+        m.d.sync += acc.eq(Mux(first, line_sum, acc + line_sum))
+        return acc
 
     def elaborate(self, platform):
         m = Module()
@@ -186,6 +218,7 @@ class PEArray(wiring.Component):
         prec_b = Signal(2)
         remaining = Signal(k_width)
         first = Signal()
+        prec_ok = Signal()      # routing exists for the command's precisions (else all slices are zero)
         # Output state: a tile in flight in the PE pipeline, a tile in the drain buffer.
         pending = Signal()
         busy = Signal()
@@ -207,16 +240,16 @@ class PEArray(wiring.Component):
                 remaining.eq(payload.beats_m1), first.eq(1),
             ]
             supported = Const(sum(1 << PRECISION_CODES[p] for p in self._precisions), 4)
-            bad = ((payload.mode.as_value() == 3) | ~supported.bit_select(payload.prec_a, 1)
-                   | ~supported.bit_select(payload.prec_b, 1))
-            with m.If(bad):
+            prec_valid = supported.bit_select(payload.prec_a, 1) & supported.bit_select(payload.prec_b, 1)
+            m.d.sync += prec_ok.eq(prec_valid)
+            with m.If((payload.mode.as_value() == 3) | ~prec_valid):
                 m.d.sync += self.error.eq(1)
 
         # Stage 0: route the beat's slices to the multipliers, once per PE row (A) and column (B).
         t_a = (mode == Mode.EP) | (mode == Mode.WG)
         t_b = mode == Mode.WG
-        a_ops = [Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"a_ops{r}") for r in range(rows)]
-        b_ops = [Signal(data.ArrayLayout(signed(5), GRID * GRID), name=f"b_ops{c}") for c in range(cols)]
+        a_ops = [Signal(data.ArrayLayout(unsigned(4), GRID * GRID), name=f"a_ops{r}") for r in range(rows)]
+        b_ops = [Signal(data.ArrayLayout(unsigned(4), GRID * GRID), name=f"b_ops{c}") for c in range(cols)]
         ctl = Signal(PEControl)
         last0 = Signal()
         last1 = Signal()
@@ -237,35 +270,71 @@ class PEArray(wiring.Component):
             last0.eq(go & is_last), last1.eq(last0), done.eq(last1),
         ]
 
-        # Stage 1-2: the PEs (beat sum register, accumulator).
+        # Stage 1-2: the PEs (beat sum register, accumulator), and beside them, with the same timing, the
+        # per-row sums of the A operands and per-column sums of the B operands that turn the PEs'
+        # offset-binary sums into signed results (see golden.pe_array).
+        width = self._acc_width
         accs = []
         for r in range(rows):
             row = []
             for c in range(cols):
-                pe = BitScalablePE(acc_width=self._acc_width)
+                pe = BitScalablePE(acc_width=width)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [pe.a.eq(a_ops[r]), pe.b.eq(b_ops[c]), pe.ctl.eq(ctl)]
                 row.append(pe.acc)
             accs.append(row)
+        first1 = Signal()
+        m.d.sync += first1.eq(ctl.first)
+        row_sums = [self._operand_sum(m, a_ops[r], ctl, a_side=True, first=first1, name=f"row_sum{r}")
+                    for r in range(rows)]
+        col_sums = [self._operand_sum(m, b_ops[c], ctl, a_side=False, first=first1, name=f"col_sum{c}")
+                    for c in range(cols)]
 
-        # Drain buffer: a shift register of tile rows, top row on `o`.
-        obuf = [Signal(data.ArrayLayout(signed(self._acc_width), cols), name=f"obuf{r}") for r in range(rows)]
-        row_count = Signal(range(rows))
+        # The finishing tile's precisions and length, kept for its correction while the next one starts.
+        beats_m1 = Signal(k_width)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += beats_m1.eq(self.cmd.payload.beats_m1)
+        tile_pa = Signal(2)
+        tile_pb = Signal(2)
+        tile_beats = Signal(k_width + 1)
         with m.If(go & is_last):
-            m.d.sync += pending.eq(1)
+            m.d.sync += [pending.eq(1), tile_pa.eq(prec_a), tile_pb.eq(prec_b), tile_beats.eq(Mux(prec_ok, beats_m1 + 1, 0))]
+
+        # Corrections: result[r][c] = acc[r][c] - row_corr[r] - col_corr[c], modulo 2**acc_width, with
+        # row_corr = row_sum << (pb - 1) - beats * lanes * 2**(pa + pb - 2), col_corr = col_sum << (pa - 1).
+        row_shift = Signal(range(16))
+        col_shift = Signal(range(16))
+        const_shift = Signal(range(64))
+        m.d.comb += [row_shift.eq(4 * tile_pb + 3), col_shift.eq(4 * tile_pa + 3)]
+        def log2_span(code):    # spans 1, 2, 4, 4 for codes 0..3
+            return Mux(code[1], 2, code[0])
+        # log2(lanes) = (2 - log2 span_a) + (2 - log2 span_b); pa + pb - 2 = 4*(code_a + code_b) + 6.
+        m.d.comb += const_shift.eq(10 + 4 * (tile_pa + tile_pb) - log2_span(tile_pa) - log2_span(tile_pb))
+
+        # Drain buffer: a shift register of tile rows, top row on `o`, corrected on the way out.
+        obuf = [Signal(data.ArrayLayout(unsigned(width), cols), name=f"obuf{r}") for r in range(rows)]
+        obuf_row_corr = [Signal(width, name=f"obuf_row_corr{r}") for r in range(rows)]
+        col_corr = [Signal(width, name=f"col_corr{c}") for c in range(cols)]
+        row_count = Signal(range(rows))
         m.d.comb += [
             self.o.valid.eq(busy),
-            self.o.payload.data.eq(obuf[0]),
             self.o.payload.last.eq(row_count == rows - 1),
         ]
+        for c in range(cols):
+            m.d.comb += self.o.payload.data[c].eq(obuf[0][c] - obuf_row_corr[0] - col_corr[c])
         with m.If(done):
             # `done` implies the buffer is empty: the last beat waited for it.
             m.d.sync += [pending.eq(0), busy.eq(1), row_count.eq(0)]
             for r in range(rows):
-                m.d.sync += obuf[r].eq(Cat(*accs[r]))
+                m.d.sync += [
+                    obuf[r].eq(Cat(*accs[r])),
+                    obuf_row_corr[r].eq((row_sums[r] << row_shift) - (tile_beats << const_shift)),
+                ]
+            for c in range(cols):
+                m.d.sync += col_corr[c].eq(col_sums[c] << col_shift)
         with m.Elif(self.o.valid & self.o.ready):
             for r in range(rows - 1):
-                m.d.sync += obuf[r].eq(obuf[r + 1])
+                m.d.sync += [obuf[r].eq(obuf[r + 1]), obuf_row_corr[r].eq(obuf_row_corr[r + 1])]
             m.d.sync += row_count.eq(row_count + 1)
             with m.If(row_count == rows - 1):
                 m.d.sync += [busy.eq(0), row_count.eq(0)]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.dfxp import PRECISIONS, code_range, slice_values
-from golden.pe_array import GRID, lanes, pe_dot, span
+from golden.dfxp import PRECISIONS, code_range, to_slices
+from golden.pe_array import GRID, lanes, offset_code, pe_dot, pe_offset_dot, span
 from hw.pe import BitScalablePE, Fixed16PE
 
 PAIRS = list(itertools.product(PRECISIONS, PRECISIONS))
@@ -40,10 +40,10 @@ def test_ref_pe_dot_exact(pa, pb):
 
 
 def multiplier_inputs(a, b, pa, pb):
-    """The slices each grid multiplier receives, as golden.pe_array's docstring defines them."""
+    """The offset-binary slices each grid multiplier receives, as golden.pe_array's docstring defines them."""
     sa, sb = span(pa), span(pb)
-    va = slice_values(a, 16 if pa == 12 else pa)
-    vb = slice_values(b, 16 if pb == 12 else pb)
+    va = to_slices(offset_code(a, pa), 16 if pa == 12 else pa)
+    vb = to_slices(offset_code(b, pb), 16 if pb == 12 else pb)
     ins_a, ins_b = [], []
     for index in range(GRID * GRID):
         row, col = divmod(index, GRID)
@@ -84,9 +84,18 @@ def rtl_pe_dots(beats, acc_width=44):
 def ref_pe_dots(beats):
     out, total = [], 0
     for a, b, pa, pb in beats:
-        total += pe_dot(a, b, pa, pb)
+        total += pe_offset_dot(a, b, pa, pb)
         out.append(total)
     return out
+
+
+def test_ref_offset_dot():
+    # The offset-binary sum is the unsigned dot product of the offset codes.
+    rng = np.random.default_rng(7)
+    for pa, pb in PAIRS:
+        n = lanes(pa, pb)
+        a, b = _operands(rng, pa, n), _operands(rng, pb, n)
+        assert pe_offset_dot(a, b, pa, pb) == int(np.dot(offset_code(a, pa), offset_code(b, pb)))
 
 
 def test_sim_all_pairs():
