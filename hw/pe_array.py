@@ -80,7 +80,9 @@ class PEArray(wiring.Component):
     taken together, and produces the ``rows x cols`` output tile as ``rows`` transfers on ``o``, one tile
     row each, ``last`` on the final row. Beats carry operand blocks as read from memory; the mode sets
     whether each side is read straight or transposed (see :mod:`golden.pe_array` for the bit layout), and
-    per-row/per-column multiplexers route the slices to the PEs' multipliers.
+    per-row/per-column multiplexers route the slices to the PEs' multipliers, in offset binary. Beside the
+    PEs, one accumulator per PE row and per PE column sums that line's operands; as the tile drains, each
+    result is corrected from its row's and column's sums into the exact signed dot product.
 
     Throughput: one beat per cycle, ``rows*cols*lanes(pa, pb)`` MACs per cycle, with back-to-back commands
     (the next command is taken with the last beat of the current one). The output tile is copied into a

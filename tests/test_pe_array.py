@@ -225,3 +225,10 @@ def test_bench_subset_of_precisions(simulator):
     config = apply_overrides(preset("small"), ["name=small-8-16", "pe.precisions=[8, 16]", "pe.cols=2"])
     result = run_bench("pe_array", config, simulator)
     assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
+
+
+@pytest.mark.slow
+def test_bench_default_config(simulator):
+    # The full-size default array (8x8): a long Verilator build, so kept out of the default run.
+    result = run_bench("pe_array", preset("default"), simulator)
+    assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"

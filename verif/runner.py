@@ -6,8 +6,9 @@ cocotb test module on it through ``cocotb_tools.runner``.
   (>= 5.036). Icarus comes from ``PATH`` (``iverilog``, ``vvp``).
 * Builds are cached under ``build/sim/<config>/<block>/<simulator>-<hash>``, the hash covering the
   generated Verilog, the simulator and its flags; repeated runs reuse the compiled model.
-* Waves: ``waves=True`` or the environment variable ``EDGETRAIN_WAVES=1`` (FST on Verilator, VCD on
-  Icarus, in the run folder).
+* Waves: ``waves=True`` or the environment variable ``EDGETRAIN_WAVES=1``; the simulator writes them in
+  the build folder (``<top>.fst`` on Icarus, ``dump.vcd``/``dump.fst`` on Verilator). A waves build is
+  cached apart from the plain one.
 * The bench reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` beside the Verilog) and
   its random seed from cocotb's ``RANDOM_SEED``; the seed is logged by cocotb and returned here.
 """
