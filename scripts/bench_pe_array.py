@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from golden import pe_array as golden                      # noqa: E402
-from golden.dfxp import PRECISIONS                         # noqa: E402
 from hw import synth                                       # noqa: E402
 from hw.build import elaborate, BLOCKS                     # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402

@@ -141,6 +141,7 @@ async def accumulator_extremes(dut):
             a_mem = np.full((cfg.rows, red), lo_a)
             a_mem[1::2] = hi_a                                   # odd rows: most positive
             b_mem = np.full((cfg.cols, red), lo_b)               # FF: W x Xs^T
+            b_mem[1::2] = hi_b                                   # odd columns: most positive
             for job in golden.tile_jobs(golden.Mode.FF, a_mem, b_mem, pa, pb, cfg.rows, cfg.cols):
                 tb.submit(golden.Mode.FF, pa, pb, job, f"extreme {pa}x{pb}")
     await tb.finish()
