@@ -47,7 +47,7 @@ __all__ = [
     "FP8Format", "E4M3", "E5M2", "FORMATS", "ScaleRule", "SCALE_NAN", "F32_NAN",
     "decode", "encode", "decode_scale", "encode_scale", "shared_exponent",
     "quantize_blocks", "dequantize_blocks", "quantize_tiles", "dequantize_tiles",
-    "exact_value", "round_to_f32", "f32_add", "block_dot", "dot", "bits_to_f32", "f32_to_bits",
+    "exact_value", "round_to_f32", "f32_add", "block_dot", "dot", "lane_products", "bits_to_f32", "f32_to_bits",
 ]
 
 SCALE_NAN = 0xFF
@@ -352,3 +352,22 @@ def dot(a_codes, a_fmt, a_scales, b_codes, b_fmt, b_scales):
         r = block_dot(a_codes[i], a_fmt, a_scales[i], b_codes[i], b_fmt, b_scales[i])
         acc = r if acc is None else f32_add(acc, r)
     return acc
+
+
+def lane_products(a_codes, a_fmt, a_scale, b_codes, b_fmt, b_scale):
+    """Vectorized :func:`block_dot` of blocks with a single non-zero lane: binary32 bits of
+    ``a * b * 2**(Xa + Xb)`` for arrays of codes (one scale pair for all). The product of two FP8 values is
+    exact in float64 and the scales are powers of two, so one float64-to-float32 conversion is the single
+    rounding (a non-zero product that underflows keeps its sign). The other lanes are taken to hold ``+0``
+    codes, so an exact zero product gives ``+0``."""
+    a_fmt, b_fmt = _fmt(a_fmt), _fmt(b_fmt)
+    a_codes, b_codes = np.broadcast_arrays(np.asarray(a_codes), np.asarray(b_codes))
+    if a_scale == SCALE_NAN or b_scale == SCALE_NAN:
+        return np.full(a_codes.shape, F32_NAN, dtype=np.uint32)
+    with np.errstate(all="ignore"):
+        exact = decode(a_codes, a_fmt) * decode(b_codes, b_fmt)
+        value = np.float32(1.0) * (exact * np.ldexp(1.0, int(a_scale) + int(b_scale) - 2 * SCALE_BIAS)).astype(np.float32)
+    bits = value.view(np.uint32).copy()
+    bits[np.isnan(value)] = F32_NAN
+    bits[exact == 0] = 0                         # +0 lanes elsewhere: an exact zero sum is +0
+    return bits

@@ -28,6 +28,7 @@ from amaranth.back import rtlil, verilog
 
 from . import __version__
 from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
+from .fp8_tree import FP8MacTree
 from .pe import BitScalablePE, Fixed16PE
 from .pe_array import PEArray
 
@@ -54,6 +55,8 @@ BLOCKS = {
                 "one bit-scalable PE (16 slice multipliers)"),
     "pe_fixed16": Block("edgetrain_pe_fixed16", lambda c: Fixed16PE(acc_width=c.pe.acc_width),
                         "baseline: fixed 16x16-bit MAC PE"),
+    "fp8_tree": Block("edgetrain_fp8_tree", lambda c: FP8MacTree(k=c.fp8.k),
+                      "shared-exponent FP8 MAC tree (K-way, binary32 out)"),
 }
 
 

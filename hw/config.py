@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 __all__ = [
-    "ConfigError", "PEArrayConfig", "Config", "PRESETS",
+    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "Config", "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
@@ -90,6 +90,23 @@ class PEArrayConfig:
 
 
 @dataclass(frozen=True)
+class FP8TreeConfig:
+    """Parameters of the shared-exponent FP8 MAC tree (block 2).
+
+    Attributes
+    ----------
+    k : int
+        Elements per block (the tree's width), a power of two >= 2: 32 as OCP MX, 8 and 16 also tested.
+    """
+    k: int = 32
+
+    def __post_init__(self):
+        _check_int("fp8.k", self.k, minimum=2, power_of_two=True)
+        if self.k > 256:
+            raise ConfigError(f"fp8.k must be at most 256, not {self.k!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -101,10 +118,13 @@ class Config:
         Target clock for the SDC constraint written beside the Verilog (250 MHz, as HNPU).
     pe : PEArrayConfig
         Bit-scalable PE array.
+    fp8 : FP8TreeConfig
+        Shared-exponent FP8 MAC tree.
     """
     name: str = "default"
     clock_mhz: float = 250.0
     pe: PEArrayConfig = field(default_factory=PEArrayConfig)
+    fp8: FP8TreeConfig = field(default_factory=FP8TreeConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -135,7 +155,7 @@ class Config:
 PRESETS = {
     "default": Config(),
     # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
-    "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64)),
+    "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8)),
 }
 
 

@@ -43,6 +43,9 @@ def test_overrides():
     ("clock_mhz=0", "clock_mhz must be a number in (0, 10000]"),
     ("name=a/b", "name must be a non-empty string"),
     ("pe.rows", "--set takes key=value"),
+    ("fp8.k=12", "fp8.k must be a power of two, not 12"),
+    ("fp8.k=1", "fp8.k must be an integer >= 2, not 1"),
+    ("fp8.k=512", "fp8.k must be at most 256, not 512"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -78,4 +81,4 @@ def test_load_toml_missing(tmp_path):
 
 
 def test_parameter_keys():
-    assert parameter_keys() == ["clock_mhz", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows"]
+    assert parameter_keys() == ["clock_mhz", "fp8.k", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows"]

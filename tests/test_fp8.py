@@ -214,3 +214,17 @@ def test_dot_accumulates_in_binary32():
     for v in blocks[1:]:
         acc = np.float32(acc + v)
     assert fp8.dot(a, E4M3, sa, b, E5M2, sb) == int(np.float32(acc).view(np.uint32))
+
+
+@pytest.mark.parametrize("fa, fb", [(E4M3, E4M3), (E4M3, E5M2), (E5M2, E4M3), (E5M2, E5M2)],
+                         ids=lambda f: f.name)
+def test_lane_products_match_block_dot(fa, fb):
+    # Every code pair in lane 2 of a 4-lane block, the other lanes +0.
+    a, b = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    a, b = a.ravel(), b.ravel()
+    for xa, xb in [(127, 127), (5, 60), (250, 240)]:
+        fast = fp8.lane_products(a, fa, xa, b, fb, xb)
+        for i in range(0, a.size, 7 if (xa, xb) == (127, 127) else 61):
+            blk_a = np.array([0, 0, a[i], 0], dtype=np.uint8)
+            blk_b = np.array([0, 0, b[i], 0], dtype=np.uint8)
+            assert fast[i] == fp8.block_dot(blk_a, fa, xa, blk_b, fb, xb), (hex(a[i]), hex(b[i]), xa, xb)

@@ -1,0 +1,341 @@
+"""K-way shared-exponent FP8 fused dot-product (MAC) tree: exact block sums, one rounding, binary32 out."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .fp32 import F32_NAN, FP32Adder, round_fixed_to_f32
+
+
+__all__ = ["ElemFormat", "input_layout", "FP8MacTree", "BF16MacTree", "Int8DotTree", "check_k"]
+
+
+class ElemFormat(enum.Enum, shape=1):
+    """Element format of one operand block, chosen per block pair at run time."""
+    E4M3 = 0
+    E5M2 = 1
+
+
+def check_k(k):
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise TypeError(f"Block size K must be an integer, not {k!r}")
+    if k < 2 or k & (k - 1):
+        raise ValueError(f"Block size K must be a power of two >= 2, not {k!r}")
+
+
+def input_layout(k):
+    """One block pair: K codes per operand, their E8M0 scales and formats, and the accumulation flags
+    (``first``: start a new sum with this block; ``last``: emit the sum after this block)."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(unsigned(8), k),
+        "b": data.ArrayLayout(unsigned(8), k),
+        "a_scale": unsigned(8),
+        "b_scale": unsigned(8),
+        "a_fmt": ElemFormat,
+        "b_fmt": ElemFormat,
+        "first": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+# Exact products M_a * M_b * 2**(q_a + q_b) have q_a + q_b >= -32 and fit below bit 66 once shifted by 32.
+_Q_OFFSET = 32
+_TERM_BITS = 66
+
+
+def _decode(code, fmt):
+    """(sign, M, q, is_nan, is_inf) of one FP8 code: value = (-1)**sign * M * 2**q for finite codes."""
+    sign = code[7]
+    e4_exp, e4_man = code[3:7], code[:3]
+    e5_exp, e5_man = code[2:7], code[:2]
+    is_e5 = fmt == ElemFormat.E5M2
+    e4_m = Mux(e4_exp != 0, Cat(e4_man, Const(1, 1)), e4_man)
+    e5_m = Mux(e5_exp != 0, Cat(e5_man, Const(1, 1)), e5_man)
+    e4_q = Mux(e4_exp != 0, e4_exp, 1) - 10                                      # bias 7 + 3 mantissa bits
+    e5_q = Mux(e5_exp != 0, e5_exp, 1) - 17                                      # bias 15 + 2 mantissa bits
+    m = Mux(is_e5, e5_m, e4_m)
+    q = Mux(is_e5, e5_q, e4_q)
+    is_nan = Mux(is_e5, (e5_exp == 0x1F) & (e5_man != 0), (e4_exp == 0xF) & (e4_man == 0x7))
+    is_inf = is_e5 & (e5_exp == 0x1F) & (e5_man == 0)
+    return sign, m, q, is_nan, is_inf
+
+
+class FP8MacTree(wiring.Component):
+    """Pipelined K-way fused dot product of two SE-FP8 blocks, exact inside, rounded once to binary32.
+
+    Each transfer on ``i`` is one block pair: K E4M3 or E5M2 codes per operand (the format chosen per
+    operand by ``a_fmt``/``b_fmt``) and one E8M0 scale per operand. Every product is formed exactly and
+    placed in a 66-bit fixed-point word (products span 2**-32 .. 2**34 before scaling); the K words are
+    added exactly in a carry-save tree; the sum, times both scales, is rounded once to binary32 (nearest
+    even, subnormals, overflow to infinity). Blocks from one with ``first`` to one with ``last`` are added in
+    binary32 in order, and the sum goes out on ``o`` after the ``last`` block (``first`` and ``last`` on one
+    block: a single-block dot product). NaN codes or scales, ``inf * 0`` and ``inf - inf`` give the
+    canonical NaN ``0x7FC00000``; semantics are :mod:`golden.fp8`'s, bit for bit.
+
+    Latency: 4 cycles from a transfer on ``i`` to the result on ``o`` (decode and multiply; align and add;
+    round; accumulate). Throughput: one block pair per cycle. Back-pressure: the pipeline stalls as a whole
+    while a result waits on ``o`` (``i.ready`` follows ``o.ready``); nothing is dropped or repeated.
+
+    Parameters
+    ----------
+    k : int
+        Elements per block, a power of two >= 2.
+
+    Members
+    -------
+    i : In(stream.Signature(input_layout(k)))
+    o : Out(stream.Signature(unsigned(32)))
+        Binary32 bits of each finished dot product.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad ``k``.
+    """
+
+    def __init__(self, *, k=32):
+        check_k(k)
+        self._k = k
+        super().__init__({
+            "i": In(stream.Signature(input_layout(k))),
+            "o": Out(stream.Signature(unsigned(32))),
+        })
+
+    @property
+    def k(self):
+        return self._k
+
+    @property
+    def sum_width(self):
+        """Width of the exact signed block sum."""
+        return _TERM_BITS + (self._k - 1).bit_length() + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        k = self._k
+        width = self.sum_width
+        # The whole pipeline advances together unless a result waits on `o`.
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        take = self.i.valid & advance
+        p = self.i.payload
+
+        # Stage 1: decode, multiply exactly, exponent sums; block-level special flags.
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_sign = [Signal(name=f"s1_sign{j}") for j in range(k)]
+        s1_mag = [Signal(8, name=f"s1_mag{j}") for j in range(k)]
+        s1_shift = [Signal(6, name=f"s1_shift{j}") for j in range(k)]
+        s1_nan, s1_inf_pos, s1_inf_neg, s1_neg_zero = Signal(), Signal(), Signal(), Signal()
+        s1_exp = Signal(signed(10))
+        nan_any, inf_pos, inf_neg, all_neg_zero = Const(0, 1), Const(0, 1), Const(0, 1), Const(1, 1)
+        lanes = []
+        for j in range(k):
+            sa, ma, qa, na, ia = _decode(p.a[j], p.a_fmt)
+            sb, mb, qb, nb, ib = _decode(p.b[j], p.b_fmt)
+            sign = sa ^ sb
+            special = na | nb | ia | ib
+            mag = Mux(special, 0, ma * mb)
+            lane_inf = (ia | ib) & ~na & ~nb
+            nan_any = nan_any | na | nb | (ia & (mb == 0) & ~ib) | (ib & (ma == 0) & ~ia)
+            inf_pos = inf_pos | (lane_inf & ~sign)
+            inf_neg = inf_neg | (lane_inf & sign)
+            all_neg_zero = all_neg_zero & sign & (ma * mb == 0) & ~special
+            lanes.append((sign, mag, qa + qb + _Q_OFFSET))
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(p.first), s1_last.eq(p.last)]
+            for j, (sign, mag, shift) in enumerate(lanes):
+                m.d.sync += [s1_sign[j].eq(sign), s1_mag[j].eq(mag), s1_shift[j].eq(shift)]
+            m.d.sync += [
+                s1_nan.eq(nan_any | (p.a_scale == 0xFF) | (p.b_scale == 0xFF)),
+                s1_inf_pos.eq(inf_pos), s1_inf_neg.eq(inf_neg), s1_neg_zero.eq(all_neg_zero),
+                # The sum's bit i weighs 2**(i - 32 + (Xa - 127) + (Xb - 127)).
+                s1_exp.eq(p.a_scale + p.b_scale - (_Q_OFFSET + 254)),
+            ]
+
+        # Stage 2: align every product in the fixed-point word and add them all exactly. A negative term
+        # enters as its ones' complement plus one, the ones collected into a single small addend.
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_sum = Signal(signed(width))
+        s2_nan, s2_inf_pos, s2_inf_neg, s2_neg_zero = Signal(), Signal(), Signal(), Signal()
+        s2_exp = Signal(signed(10))
+        terms = []
+        for j in range(k):
+            aligned = Signal(_TERM_BITS, name=f"aligned{j}")
+            m.d.comb += aligned.eq(s1_mag[j] << s1_shift[j])
+            terms.append(Cat(aligned, Const(0, width - _TERM_BITS)) ^ s1_sign[j].replicate(width))
+        negatives = sum(s1_sign[j] for j in range(k))
+        total = sum(terms[1:], terms[0]) + negatives
+        with m.If(advance):
+            m.d.sync += [
+                s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_sum.eq(total),
+                s2_nan.eq(s1_nan | (s1_inf_pos & s1_inf_neg)), s2_inf_pos.eq(s1_inf_pos),
+                s2_inf_neg.eq(s1_inf_neg), s2_neg_zero.eq(s1_neg_zero), s2_exp.eq(s1_exp),
+            ]
+
+        # Stage 3: one rounding to binary32, then the specials.
+        s3_valid, s3_first, s3_last = Signal(), Signal(), Signal()
+        s3_bits = Signal(32)
+        negative = s2_sum < 0
+        magnitude = Signal(width)
+        m.d.comb += magnitude.eq(Mux(negative, -s2_sum, s2_sum))
+        rounded = round_fixed_to_f32(m, magnitude, negative, s2_exp)
+        block = Signal(32)
+        with m.If(s2_nan):
+            m.d.comb += block.eq(F32_NAN)
+        with m.Elif(s2_inf_pos | s2_inf_neg):
+            m.d.comb += block.eq(Cat(Const(0, 23), Const(0xFF, 8), s2_inf_neg))
+        with m.Elif(s2_sum == 0):
+            m.d.comb += block.eq(Cat(Const(0, 31), s2_neg_zero))
+        with m.Else():
+            m.d.comb += block.eq(rounded)
+        with m.If(advance):
+            m.d.sync += [s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_bits.eq(block)]
+
+        # Stage 4: binary32 accumulation across blocks; the output register.
+        m.submodules.adder = adder = FP32Adder()
+        acc = Signal(32)
+        acc_next = Mux(s3_first, s3_bits, adder.s)
+        m.d.comb += [adder.a.eq(acc), adder.b.eq(s3_bits)]
+        with m.If(advance & s3_valid):
+            m.d.sync += acc.eq(acc_next)
+            with m.If(s3_last):
+                m.d.sync += self.o.payload.eq(acc_next)
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(s3_valid & s3_last)
+        return m
+
+
+def _baseline_layout(k, element_bits):
+    return data.StructLayout({
+        "a": data.ArrayLayout(unsigned(element_bits), k),
+        "b": data.ArrayLayout(unsigned(element_bits), k),
+        "first": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+class _BaselineTree(wiring.Component):
+    """Common shell of the area baselines: products in stage 1, the tree in stage 2, accumulation and the
+    output register in stage 3, the whole pipeline stalling on ``o`` as :class:`FP8MacTree` does."""
+
+    element_bits = None
+    product_bits = None
+
+    def __init__(self, *, k=32):
+        check_k(k)
+        self._k = k
+        super().__init__({
+            "i": In(stream.Signature(_baseline_layout(k, self.element_bits))),
+            "o": Out(stream.Signature(unsigned(32))),
+        })
+
+    @property
+    def k(self):
+        return self._k
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        p = self.i.payload
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_products = [Signal(self.product_bits, name=f"s1_product{j}") for j in range(self._k)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(p.first), s1_last.eq(p.last)]
+            for j in range(self._k):
+                m.d.sync += s1_products[j].eq(self.product(m, p.a[j], p.b[j], j))
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_sum = Signal(32)
+        with m.If(advance):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                         s2_sum.eq(self.tree(m, s1_products))]
+        acc = Signal(32)
+        acc_next = Mux(s2_first, s2_sum, self.accumulate(m, acc, s2_sum))
+        with m.If(advance & s2_valid):
+            m.d.sync += acc.eq(acc_next)
+            with m.If(s2_last):
+                m.d.sync += self.o.payload.eq(acc_next)
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(s2_valid & s2_last)
+        return m
+
+
+class BF16MacTree(_BaselineTree):
+    """Area baseline: K bfloat16 multipliers (each product rounded to binary32) and a binary tree of
+    binary32 adders (pairs of neighbours first), then binary32 accumulation across blocks.
+
+    Same stream protocol as :class:`FP8MacTree` (``first``/``last``), no scales. Latency 3 cycles.
+
+    Members
+    -------
+    i : In(stream.Signature(layout with ``a``, ``b``: K x 16-bit bfloat16 codes, ``first``, ``last``))
+    o : Out(stream.Signature(unsigned(32)))
+    """
+    element_bits = 16
+    product_bits = 32
+
+    def product(self, m, a, b, j):
+        def unpack(x):
+            sign, exp, frac = x[15], x[7:15], x[:7]
+            sig = Cat(frac, exp != 0)
+            q = Mux(exp != 0, exp, 1) - (127 + 7)
+            return sign, exp, frac, sig, q
+        sa, ea, fa, ma, qa = unpack(a)
+        sb, eb, fb, mb, qb = unpack(b)
+        nan_a, nan_b = (ea == 0xFF) & (fa != 0), (eb == 0xFF) & (fb != 0)
+        inf_a, inf_b = (ea == 0xFF) & (fa == 0), (eb == 0xFF) & (fb == 0)
+        zero_a, zero_b = ma == 0, mb == 0
+        sign = sa ^ sb
+        exp = Signal(signed(10), name=f"bf16_exp{j}")
+        m.d.comb += exp.eq(qa + qb)
+        rounded = round_fixed_to_f32(m, ma * mb, sign, exp, name=f"bf16_rnd{j}")
+        out = Signal(32, name=f"bf16_product{j}")
+        with m.If(nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a)):
+            m.d.comb += out.eq(F32_NAN)
+        with m.Elif(inf_a | inf_b):
+            m.d.comb += out.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
+        with m.Else():
+            m.d.comb += out.eq(rounded)
+        return out
+
+    def tree(self, m, values):
+        level = list(values)
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level), 2):
+                adder = FP32Adder()
+                m.submodules[f"tree_{depth}_{i // 2}"] = adder
+                m.d.comb += [adder.a.eq(level[i]), adder.b.eq(level[i + 1])]
+                nxt.append(adder.s)
+            level = nxt
+            depth += 1
+        return level[0]
+
+    def accumulate(self, m, acc, value):
+        m.submodules.acc_adder = adder = FP32Adder()
+        m.d.comb += [adder.a.eq(acc), adder.b.eq(value)]
+        return adder.s
+
+
+class Int8DotTree(_BaselineTree):
+    """Area baseline: K signed 8x8-bit multipliers, an exact adder tree, 32-bit accumulation across blocks
+    (two's complement, wrapping). Same stream protocol as :class:`FP8MacTree`; latency 3 cycles.
+
+    Members
+    -------
+    i : In(stream.Signature(layout with ``a``, ``b``: K x int8, ``first``, ``last``))
+    o : Out(stream.Signature(unsigned(32)))
+    """
+    element_bits = 8
+    product_bits = 16
+
+    def product(self, m, a, b, j):
+        return a.as_signed() * b.as_signed()
+
+    def tree(self, m, values):
+        terms = [v.as_signed() for v in values]
+        return sum(terms[1:], terms[0])
+
+    def accumulate(self, m, acc, value):
+        return acc + value

@@ -1,0 +1,213 @@
+"""cocotb bench of the shared-exponent FP8 MAC tree against :mod:`golden.fp8`.
+
+Driver: the ``i`` stream source (block pairs); monitor and scoreboard: the ``o`` sink compares every
+binary32 result, bit for bit, with :func:`golden.fp8.dot`. Source and sink stall at random
+(``EDGETRAIN_STALL``, default 0.3) except in the exhaustive sweep, which streams one pair per cycle.
+
+Tests: ``random_blocks`` (normal, heavy-tailed and gradient-like data quantized by the MX rule, both scale
+rules, 1-4 blocks per dot product), ``special_values`` (NaN and infinity codes, NaN scales, ``inf * 0``,
+``inf - inf``, signed zeros, overflow, underflow, cancellation across blocks) and ``exhaustive_lane``
+(all 256 x 256 code pairs in one lane for E4M3 x E4M3 and E5M2 x E5M2; the mixed pairs too with
+``EDGETRAIN_EXHAUSTIVE=all``).
+"""
+
+import os
+import random
+from collections import deque
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from golden import fp8
+from hw.config import Config
+from hw.fp8_tree import ElemFormat, input_layout
+from verif.streams import StreamSink, StreamSource
+
+FORMATS = {"e4m3": fp8.E4M3, "e5m2": fp8.E5M2}
+
+
+class Packer:
+    """Packs input payloads with the offsets of :func:`hw.fp8_tree.input_layout`, vectorized over many
+    block pairs (the code arrays are whole bytes, least significant lane first)."""
+
+    def __init__(self, k):
+        self.layout = input_layout(k)
+        self.offset = {name: field.offset for name, field in self.layout}
+        for name in ("a", "b"):
+            assert self.layout["a"].shape.elem_shape.width == 8
+
+    def pack(self, a, b, a_scale, b_scale, a_fmt, b_fmt, first, last):
+        """Payload integers of block pairs: ``a``, ``b`` are ``(n, K)`` uint8, the rest length-``n``."""
+        out = []
+        for i in range(len(a)):
+            word = (int.from_bytes(np.ascontiguousarray(a[i], dtype=np.uint8).tobytes(), "little") << self.offset["a"]
+                    | int.from_bytes(np.ascontiguousarray(b[i], dtype=np.uint8).tobytes(), "little") << self.offset["b"]
+                    | int(a_scale[i]) << self.offset["a_scale"] | int(b_scale[i]) << self.offset["b_scale"]
+                    | ElemFormat[a_fmt.upper()].value << self.offset["a_fmt"]
+                    | ElemFormat[b_fmt.upper()].value << self.offset["b_fmt"]
+                    | int(first[i]) << self.offset["first"] | int(last[i]) << self.offset["last"])
+            out.append(word)
+        return out
+
+
+class FP8TreeTB:
+    def __init__(self, dut, *, stall=None):
+        self.dut = dut
+        self.k = Config.from_json_file(os.environ["EDGETRAIN_CONFIG"]).fp8.k
+        stall = float(os.environ.get("EDGETRAIN_STALL", "0.3")) if stall is None else stall
+        seed = getattr(cocotb, "RANDOM_SEED", 0)
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.packer = Packer(self.k)
+        Clock(dut.clk, 10, unit="ns").start()
+        self.source = StreamSource(dut, "i", dut.clk, stall=stall, rng=self.rng)
+        self.sink = StreamSink(dut, "o", dut.clk, stall=stall, rng=self.rng, callback=self._check)
+        self.expected = deque()
+        self.errors = []
+        self.checked = 0
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 3)
+        self.dut.rst.value = 0
+
+    def send_dot(self, a, a_fmt, a_scales, b, b_fmt, b_scales, label):
+        """One dot product over ``len(a_scales)`` block pairs, accumulated in binary32."""
+        n = len(a_scales)
+        first = [i == 0 for i in range(n)]
+        last = [i == n - 1 for i in range(n)]
+        for word in self.packer.pack(a, b, a_scales, b_scales, a_fmt, b_fmt, first, last):
+            self.source.send(word)
+        self.expected.append((label, fp8.dot(a, a_fmt, a_scales, b, b_fmt, b_scales)))
+
+    def _check(self, payload):
+        if not self.expected:
+            self.errors.append(f"unexpected result {payload:#010x}")
+            return
+        label, want = self.expected.popleft()
+        self.checked += 1
+        if payload != want:
+            self.errors.append(f"{label}: got {payload:#010x}, expected {want:#010x}")
+
+    async def finish(self, timeout_cycles=1_000_000):
+        for _ in range(timeout_cycles):
+            if not self.expected:
+                break
+            await RisingEdge(self.dut.clk)
+        await ClockCycles(self.dut.clk, 10)
+        assert not self.errors, f"{len(self.errors)} mismatches, first: {self.errors[:5]}"
+        assert not self.expected, f"timeout: {len(self.expected)} results never came out"
+
+
+def _data(rng, kind, shape):
+    if kind == "normal":
+        return rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 3)
+    if kind == "heavy":
+        return rng.standard_t(1.5, size=shape) * 10.0 ** rng.uniform(-3, 3)
+    # Gradient-like: magnitudes over many decades, a third of the entries exactly zero (ReLU masks).
+    x = rng.normal(size=shape) * rng.lognormal(0.0, 2.5, size=shape) * 10.0 ** rng.uniform(-8, 0)
+    x[rng.random(shape) < 0.33] = 0.0
+    return x
+
+
+@cocotb.test()
+async def random_blocks(dut):
+    """Realistic data quantized by the MX rule (both scale rules), every format pair, 1-4 blocks each."""
+    tb = FP8TreeTB(dut)
+    await tb.reset()
+    k = tb.k
+    for n in range(240):
+        kind = ("normal", "heavy", "gradient")[n % 3]
+        a_fmt, b_fmt = tb.rng.choice(list(FORMATS)), tb.rng.choice(list(FORMATS))
+        rule = tb.rng.choice(list(fp8.ScaleRule))
+        blocks = tb.rng.randint(1, 4)
+        x = _data(tb.np_rng, kind, (blocks, k)).astype(np.float32)
+        y = _data(tb.np_rng, kind, (blocks, k)).astype(np.float32)
+        a, sa = fp8.quantize_blocks(x, a_fmt, block=k, axis=1, rule=rule)
+        b, sb = fp8.quantize_blocks(y, b_fmt, block=k, axis=1, rule=rule)
+        tb.send_dot(a, a_fmt, sa[:, 0], b, b_fmt, sb[:, 0], f"{kind} {a_fmt}x{b_fmt} {rule.value} x{blocks}")
+    await tb.finish()
+    dut._log.info("checked %d dot products", tb.checked)
+
+
+@cocotb.test()
+async def special_values(dut):
+    """Directed corner cases: specials, signed zeros, overflow, underflow, cancellation."""
+    tb = FP8TreeTB(dut)
+    await tb.reset()
+    k = tb.k
+    e4, e5 = fp8.E4M3, fp8.E5M2
+
+    def block(*codes):
+        out = np.zeros(k, dtype=np.uint8)
+        out[:len(codes)] = codes
+        return out
+
+    one4, one5 = int(fp8.encode(1.0, e4)), int(fp8.encode(1.0, e5))
+    max4, max5 = int(fp8.encode(448.0, e4)), int(fp8.encode(57344.0, e5))
+    cases = [
+        # (a blocks, a fmt, a scales, b blocks, b fmt, b scales, label)
+        ([block(0x7F)], "e4m3", [127], [block(one4)], "e4m3", [127], "E4M3 NaN"),
+        ([block(0xFF)], "e4m3", [127], [block(one5)], "e5m2", [127], "E4M3 -NaN"),
+        ([block(0x7D)], "e5m2", [127], [block(one5)], "e5m2", [127], "E5M2 NaN"),
+        ([block(0x7C)], "e5m2", [127], [block(one5)], "e5m2", [127], "+inf"),
+        ([block(0xFC, one5)], "e5m2", [127], [block(one5, one5)], "e5m2", [127], "-inf + 1"),
+        ([block(0x7C)], "e5m2", [127], [block(0)], "e5m2", [127], "inf * 0"),
+        ([block(0x7C)], "e5m2", [127], [block(0x80)], "e4m3", [127], "inf * -0"),
+        ([block(0x7C, 0x7C)], "e5m2", [127], [block(one5, 0xBC)], "e5m2", [127], "inf - inf"),
+        ([block(one4)], "e4m3", [0xFF], [block(one4)], "e4m3", [127], "NaN scale"),
+        ([block(0)], "e4m3", [127], [block(0)], "e4m3", [0xFF], "NaN scale, zero block"),
+        ([np.full(k, 0x80, np.uint8)], "e4m3", [127], [np.zeros(k, np.uint8)], "e4m3", [127], "all -0"),
+        ([block(0x80)], "e4m3", [127], [block(0x80)], "e4m3", [127], "-0 * -0 and +0s"),
+        ([np.full(k, max4, np.uint8)], "e4m3", [254], [np.full(k, max4, np.uint8)], "e4m3", [254], "overflow"),
+        ([np.full(k, max5, np.uint8)], "e5m2", [200], [np.full(k, max5 | 0x80, np.uint8)], "e5m2", [200], "-overflow"),
+        ([block(0x01)], "e4m3", [0], [block(0x01)], "e5m2", [0], "underflow to +0"),
+        ([block(0x81)], "e4m3", [20], [block(0x01)], "e5m2", [60], "underflow to -0"),
+        ([block(0x0F, 0x01)], "e4m3", [30], [block(0x30, 0x09)], "e5m2", [40], "subnormal result"),
+        ([block(max4, 0x01)], "e4m3", [127], [block(max4, 0x81)], "e4m3", [127], "wide range, exact"),
+        ([block(one4), block(one4 | 0x80)], "e4m3", [127, 127], [block(one4), block(one4)], "e4m3", [127, 127],
+         "cancellation across blocks: +0"),
+        ([block(0x7C), block(0xFC)], "e5m2", [127, 127], [block(one5), block(one5)], "e5m2", [127, 127],
+         "inf - inf across blocks"),
+        ([block(0x80), block(0x80)], "e4m3", [127, 127], [block(0), block(0)], "e4m3", [127, 127],
+         "-0 + -0 across blocks"),
+    ]
+    for a, fa, sa, b, fb, sb, label in cases:
+        tb.send_dot(np.array(a), fa, np.array(sa), np.array(b), fb, np.array(sb), label)
+    # Every code of each format against +-1 and against the largest value, at extreme scales.
+    for fmt, one, big in (("e4m3", one4, max4), ("e5m2", one5, max5)):
+        codes = np.arange(256, dtype=np.uint8)
+        for other, scales in ((one, (127, 127)), (big | 0x80, (3, 250)), (0x01, (200, 200))):
+            for c in codes:
+                tb.send_dot(block(c)[None], fmt, [scales[0]], block(other)[None], fmt, [scales[1]],
+                            f"{fmt} {c:#04x} x {other:#04x} at {scales}")
+    await tb.finish()
+
+
+@cocotb.test()
+async def exhaustive_lane(dut):
+    """All 256 x 256 code pairs in one lane (the others +0), one pair per cycle."""
+    tb = FP8TreeTB(dut, stall=0.0)
+    await tb.reset()
+    k = tb.k
+    pairs = [("e4m3", "e4m3"), ("e5m2", "e5m2")]
+    if os.environ.get("EDGETRAIN_EXHAUSTIVE") == "all":
+        pairs += [("e4m3", "e5m2"), ("e5m2", "e4m3")]
+    a_codes, b_codes = (c.ravel() for c in np.meshgrid(np.arange(256, dtype=np.uint8),
+                                                        np.arange(256, dtype=np.uint8)))
+    n = a_codes.size
+    for fa, fb in pairs:
+        lane = tb.rng.randrange(k)
+        a = np.zeros((n, k), dtype=np.uint8)
+        b = np.zeros((n, k), dtype=np.uint8)
+        a[:, lane], b[:, lane] = a_codes, b_codes
+        ones = np.ones(n, dtype=bool)
+        words = tb.packer.pack(a, b, np.full(n, 127), np.full(n, 127), fa, fb, ones, ones)
+        expected = fp8.lane_products(a_codes, fa, 127, b_codes, fb, 127)
+        for i, (word, want) in enumerate(zip(words, expected.tolist())):
+            tb.source.send(word)
+            tb.expected.append((f"{fa}x{fb} lane {lane}: {a_codes[i]:#04x} x {b_codes[i]:#04x}", want))
+        await tb.finish()
+        dut._log.info("%s x %s: all %d code pairs match in lane %d", fa, fb, n, lane)
