@@ -211,3 +211,44 @@ async def exhaustive_lane(dut):
             tb.expected.append((f"{fa}x{fb} lane {lane}: {a_codes[i]:#04x} x {b_codes[i]:#04x}", want))
         await tb.finish()
         dut._log.info("%s x %s: all %d code pairs match in lane %d", fa, fb, n, lane)
+
+
+@cocotb.test(skip="EDGETRAIN_PERF_OUT" not in os.environ)
+async def throughput(dut):
+    """For the benchmark (scripts/bench_fp8_tree.py): latency of one block pair, and block pairs per cycle
+    over a long stream of dot products with no stalls; every result still checked. Writes JSON to
+    ``EDGETRAIN_PERF_OUT``."""
+    import json
+
+    tb = FP8TreeTB(dut, stall=0.0)
+    await tb.reset()
+    k = tb.k
+    one = np.ones((1, k), dtype=np.uint8) * int(fp8.encode(1.0, fp8.E4M3))
+    await RisingEdge(dut.clk)
+    tb.send_dot(one, "e4m3", np.array([127]), one, "e4m3", np.array([127]), "latency probe")
+    cycles = 0
+    while tb.source.sent == 0:
+        await RisingEdge(dut.clk)
+    while tb.expected:
+        await RisingEdge(dut.clk)
+        cycles += 1
+    latency = cycles
+    blocks = 0
+    for n in range(int(os.environ.get("EDGETRAIN_PERF_DOTS", "500"))):
+        count = 1 + n % 4
+        x = _data(tb.np_rng, "gradient", (count, k)).astype(np.float32)
+        y = _data(tb.np_rng, "normal", (count, k)).astype(np.float32)
+        a, sa = fp8.quantize_blocks(x, "e5m2", block=k, axis=1)
+        b, sb = fp8.quantize_blocks(y, "e4m3", block=k, axis=1)
+        tb.send_dot(a, "e5m2", sa[:, 0], b, "e4m3", sb[:, 0], f"stream {n}")
+        blocks += count
+    sent_before = tb.source.sent
+    while tb.source.sent == sent_before:
+        await RisingEdge(dut.clk)
+    cycles = 1
+    while tb.expected:
+        await RisingEdge(dut.clk)
+        cycles += 1
+    await tb.finish()
+    with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
+        json.dump({"k": k, "latency_cycles": latency, "block_pairs": blocks, "cycles": cycles}, f)
