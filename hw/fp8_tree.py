@@ -72,8 +72,9 @@ class FP8MacTree(wiring.Component):
     block: a single-block dot product). NaN codes or scales, ``inf * 0`` and ``inf - inf`` give the
     canonical NaN ``0x7FC00000``; semantics are :mod:`golden.fp8`'s, bit for bit.
 
-    Latency: 4 cycles from a transfer on ``i`` to the result on ``o`` (decode and multiply; align and add;
-    round; accumulate). Throughput: one block pair per cycle. Back-pressure: the pipeline stalls as a whole
+    Latency: four register stages (decode and multiply; align and add; round; accumulate into the output
+    register): a result is valid on ``o`` 3 cycles after the clock edge that takes its last block pair.
+    Throughput: one block pair per cycle. Back-pressure: the pipeline stalls as a whole
     while a result waits on ``o`` (``i.ready`` follows ``o.ready``); nothing is dropped or repeated.
 
     Parameters
@@ -117,7 +118,6 @@ class FP8MacTree(wiring.Component):
         # The whole pipeline advances together unless a result waits on `o`.
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
-        take = self.i.valid & advance
         p = self.i.payload
 
         # Stage 1: decode, multiply exactly, exponent sums; block-level special flags.
@@ -264,7 +264,7 @@ class BF16MacTree(_BaselineTree):
     """Area baseline: K bfloat16 multipliers (each product rounded to binary32) and a binary tree of
     binary32 adders (pairs of neighbours first), then binary32 accumulation across blocks.
 
-    Same stream protocol as :class:`FP8MacTree` (``first``/``last``), no scales. Latency 3 cycles.
+    Same stream protocol as :class:`FP8MacTree` (``first``/``last``), no scales; three register stages.
 
     Members
     -------
@@ -320,7 +320,7 @@ class BF16MacTree(_BaselineTree):
 
 class Int8DotTree(_BaselineTree):
     """Area baseline: K signed 8x8-bit multipliers, an exact adder tree, 32-bit accumulation across blocks
-    (two's complement, wrapping). Same stream protocol as :class:`FP8MacTree`; latency 3 cycles.
+    (two's complement, wrapping). Same stream protocol as :class:`FP8MacTree`; three register stages.
 
     Members
     -------

@@ -88,7 +88,8 @@ class PEArray(wiring.Component):
     (the next command is taken with the last beat of the current one). The output tile is copied into a
     drain buffer, so draining overlaps the next reduction; the last beat of a command waits while the
     buffer still holds the previous tile, so commands shorter than about ``rows + 4`` beats are
-    drain-bound. Latency: the first output row is valid 4 cycles after the last beat is taken.
+    drain-bound. Latency: the first output row is valid 3 cycles after the clock edge that takes the last
+    beat.
 
     Back-pressure: ``a``/``b`` are taken only together (``ready`` is raised for both when both are valid);
     any stall of ``cmd``, ``a``, ``b`` or ``o`` only delays the array, no data is lost or repeated.

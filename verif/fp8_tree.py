@@ -223,16 +223,16 @@ async def throughput(dut):
     tb = FP8TreeTB(dut, stall=0.0)
     await tb.reset()
     k = tb.k
+    period = 10
     one = np.ones((1, k), dtype=np.uint8) * int(fp8.encode(1.0, fp8.E4M3))
     await RisingEdge(dut.clk)
     tb.send_dot(one, "e4m3", np.array([127]), one, "e4m3", np.array([127]), "latency probe")
-    cycles = 0
-    while tb.source.sent == 0:
-        await RisingEdge(dut.clk)
     while tb.expected:
         await RisingEdge(dut.clk)
-        cycles += 1
-    latency = cycles
+    # Edges from the one that takes the block pair to the first one with its result valid on `o` (the
+    # sink, always ready, takes it one edge later).
+    latency = round((tb.sink.times[-1] - tb.source.times[-1]) / period) - 1
+    first = len(tb.source.times)
     blocks = 0
     for n in range(int(os.environ.get("EDGETRAIN_PERF_DOTS", "500"))):
         count = 1 + n % 4
@@ -242,13 +242,10 @@ async def throughput(dut):
         b, sb = fp8.quantize_blocks(y, "e4m3", block=k, axis=1)
         tb.send_dot(a, "e5m2", sa[:, 0], b, "e4m3", sb[:, 0], f"stream {n}")
         blocks += count
-    sent_before = tb.source.sent
-    while tb.source.sent == sent_before:
-        await RisingEdge(dut.clk)
-    cycles = 1
     while tb.expected:
         await RisingEdge(dut.clk)
-        cycles += 1
+    # Cycles over which the stream was taken, first to last block pair inclusive.
+    cycles = round((tb.source.times[-1] - tb.source.times[first]) / period) + 1
     await tb.finish()
     with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
         json.dump({"k": k, "latency_cycles": latency, "block_pairs": blocks, "cycles": cycles}, f)

@@ -13,6 +13,7 @@ from collections import deque
 
 import cocotb
 from cocotb.triggers import Event, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 
 __all__ = ["StreamSource", "StreamSink"]
@@ -20,7 +21,8 @@ __all__ = ["StreamSource", "StreamSink"]
 
 class StreamSource:
     """Drives ``<name>__valid``/``__payload``; holds ``valid`` low for a random number of cycles between
-    transfers with probability ``stall`` per cycle (a bubble), never drops ``valid`` once raised."""
+    transfers with probability ``stall`` per cycle (a bubble), never drops ``valid`` once raised.
+    ``times`` holds the simulation time (ns) of the clock edge of each transfer."""
 
     def __init__(self, dut, name, clk, *, stall=0.0, rng=None):
         self.valid = getattr(dut, f"{name}__valid")
@@ -31,6 +33,7 @@ class StreamSource:
         self.rng = rng or random.Random()
         self.queue = deque()
         self.sent = 0
+        self.times = []
         self._idle = Event()
         self._idle.set()
         self.valid.value = 0
@@ -62,14 +65,16 @@ class StreamSource:
             if fire:
                 self.queue.popleft()
                 self.sent += 1
+                self.times.append(get_sim_time("ns"))
                 offering = False
 
 
 class StreamSink:
     """Drives ``<name>__ready`` (low with probability ``stall`` each cycle) and records every transfer's
-    payload, in order, as an integer in ``items``; ``callback(payload)`` is called for each."""
+    payload, in order, as an integer in ``items``, and the time (ns) of its clock edge in ``times``;
+    ``callback(payload)`` is called for each."""
 
-    def __init__(self, dut, name, clk, *, stall=0.0, rng=None, callback=None):
+    def __init__(self, dut, name, clk, *, stall=0.0, rng=None, callback=None, period_ns=10):
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
@@ -77,7 +82,9 @@ class StreamSink:
         self.stall = stall
         self.rng = rng or random.Random()
         self.callback = callback
+        self.period_ns = period_ns
         self.items = []
+        self.times = []
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
@@ -88,6 +95,7 @@ class StreamSink:
             if int(self.valid.value) and int(self.ready.value):
                 payload = self.payload.value.to_unsigned()
                 self.items.append(payload)
+                self.times.append(get_sim_time("ns") + self.period_ns)   # the edge that ends this cycle
                 if self.callback:
                     self.callback(payload)
             await RisingEdge(self.clk)

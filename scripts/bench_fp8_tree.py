@@ -1,0 +1,115 @@
+"""Benchmark of the shared-exponent FP8 MAC tree: throughput and latency in simulation, area against a
+bfloat16 tree and an INT8 tree of the same K synthesized in the same run.
+
+* Throughput/latency: the cocotb bench's ``throughput`` test on the generated Verilog (no stalls, every
+  result checked against golden): latency of one block pair in cycles, and block pairs per cycle over a
+  stream of dot products of 1 to 4 blocks each (ideal: 1).
+* Area: ``constraints/synth.ys`` on the FP8 tree, the bfloat16 tree (bf16 multipliers, binary32 adder
+  tree, binary32 accumulation) and the INT8 tree (exact adder tree, 32-bit accumulation), all with the same
+  K and the same stream/pipeline shell. Area per MAC = NAND2 equivalents / K.
+
+Writes ``reports/bench/fp8_tree.json``. The bfloat16 tree is large: its synthesis takes several minutes.
+
+Usage: ``python scripts/bench_fp8_tree.py [--preset P] [--set fp8.k=16] [--sim verilator|icarus]``
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hw import synth                                        # noqa: E402
+from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
+from hw.fp8_tree import BF16MacTree, FP8MacTree, Int8DotTree  # noqa: E402
+from verif.runner import run_bench, simulator_status        # noqa: E402
+
+TARGET_BF16_RATIO = 0.5
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dots", type=int, default=500, help="dot products in the throughput stream")
+    parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "fp8_tree.json"))
+    args = parser.parse_args(argv)
+    try:
+        config = apply_overrides(preset(args.preset), args.overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    available, reason = simulator_status(args.sim)
+    if not available:
+        parser.error(reason)
+    k = config.fp8.k
+
+    print(f"[1/2] simulating the K={k} FP8 tree ({args.sim})", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        perf = Path(tmp) / "perf.json"
+        result = run_bench("fp8_tree", config, args.sim, testcase="throughput", seed=args.seed,
+                           extra_env={"EDGETRAIN_PERF_OUT": str(perf), "EDGETRAIN_PERF_DOTS": str(args.dots)})
+        if not result.passed or not perf.exists():
+            sys.exit(f"throughput bench failed (log: {result.run_dir / 'sim.log'})")
+        measured = json.loads(perf.read_text())
+
+    designs = {"fp8_tree": FP8MacTree(k=k), "bf16_tree": BF16MacTree(k=k), "int8_tree": Int8DotTree(k=k)}
+    area = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, design) in enumerate(designs.items(), 1):
+            print(f"[2/2] synthesizing {name} ({i}/3)", flush=True)
+            start = time.monotonic()
+            area[name] = synth.synthesize(rtlil.convert(design, name=name, emit_src=False), name, Path(tmp) / name)
+            area[name]["seconds"] = round(time.monotonic() - start, 1)
+    per_mac = {name: area[name]["nand2_equivalents"] / k for name in area}
+    bf16_ratio = per_mac["fp8_tree"] / per_mac["bf16_tree"]
+    int8_ratio = per_mac["fp8_tree"] / per_mac["int8_tree"]
+
+    report = {
+        "config": config.to_dict(),
+        "k": k,
+        "simulator": args.sim,
+        "seed": args.seed,
+        "throughput": {
+            "block_pairs": measured["block_pairs"],
+            "cycles": measured["cycles"],
+            "block_pairs_per_cycle": round(measured["block_pairs"] / measured["cycles"], 4),
+            "ideal_block_pairs_per_cycle": 1.0,
+            "macs_per_cycle": round(k * measured["block_pairs"] / measured["cycles"], 2),
+            "latency_cycles": measured["latency_cycles"],
+        },
+        "area": {
+            "nand2_per_mac": {name: round(v, 1) for name, v in per_mac.items()},
+            "fp8_over_bf16_per_mac": round(bf16_ratio, 3),
+            "fp8_over_int8_per_mac": round(int8_ratio, 3),
+            "target_fp8_over_bf16": TARGET_BF16_RATIO,
+            "meets_target": bf16_ratio <= TARGET_BF16_RATIO,
+            "synthesis": area,
+        },
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp_out, out)
+
+    t = report["throughput"]
+    print(f"throughput: {t['block_pairs_per_cycle']:.4f} block pairs/cycle over {t['block_pairs']} blocks "
+          f"(ideal 1), latency {t['latency_cycles']} cycles")
+    for name in designs:
+        print(f"{name:<10} {area[name]['nand2_equivalents']:>10.0f} NAND2 eq. = {per_mac[name]:8.1f} per MAC "
+              f"({area[name]['flip_flops']} flip-flops, depth {area[name]['logic_depth_cells']})")
+    print(f"FP8 / bf16 per MAC: {bf16_ratio:.3f} (target <= {TARGET_BF16_RATIO}); FP8 / INT8: {int8_ratio:.3f}")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
