@@ -128,7 +128,9 @@ def generate(config, target, out_root, blocks=None, progress=_progress):
     return dest
 
 
-class _Parser(argparse.ArgumentParser):
+class CliParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2 (no usage dump)."""
+
     def error(self, message):
         # One line, exit status 2, no usage dump.
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -136,7 +138,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    parser = _Parser(prog="python -m hw.build", description="Generate the accelerator's RTL.")
+    parser = CliParser(prog="python -m hw.build", description="Generate the accelerator's RTL.")
     parser.add_argument("--target", choices=["verilog", "rtlil", "synth"], default="verilog",
                         help="what to write (default: verilog); synth also runs Yosys for area")
     parser.add_argument("--preset", default=None,

@@ -144,8 +144,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data):
-        """Rebuild a configuration from :meth:`to_dict` output (e.g. a build's ``config.json``)."""
-        return _build(cls, data, prefix="")
+        """Rebuild a configuration from :meth:`to_dict` output (e.g. a build's ``config.json``); keys it
+        does not name keep their defaults."""
+        return _merge(cls(), data)
 
     @classmethod
     def from_json_file(cls, path):
@@ -180,21 +181,6 @@ def parameter_keys(cls=Config, prefix=""):
         else:
             keys.append(prefix + name)
     return sorted(keys)
-
-
-def _build(cls, data, prefix):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'} must be a table, not {data!r}")
-    fields = _fields(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"unknown parameter {prefix + key!r}; known parameters: "
-                              f"{', '.join(parameter_keys())}")
-        if dataclasses.is_dataclass(fields[key]):
-            value = _build(fields[key], value, prefix + key + ".")
-        kwargs[key] = value
-    return cls(**kwargs)
 
 
 def _merge(config, data, prefix=""):

@@ -13,9 +13,7 @@ Writes ``reports/bench/fp8_tree.json``. The bfloat16 tree is large: its synthesi
 Usage: ``python scripts/bench_fp8_tree.py [--preset P] [--set fp8.k=16] [--sim verilator|icarus]``
 """
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,30 +24,20 @@ from amaranth.back import rtlil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
 from hw import synth                                        # noqa: E402
-from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
 from hw.fp8_tree import BF16MacTree, FP8MacTree, Int8DotTree  # noqa: E402
-from verif.runner import run_bench, simulator_status        # noqa: E402
+from verif.runner import run_bench                          # noqa: E402
 
 TARGET_BF16_RATIO = 0.5
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-    parser.add_argument("--seed", type=int, default=1)
+    parser = benchlib.parser(__doc__.splitlines()[0], "fp8_tree.json")
     parser.add_argument("--dots", type=int, default=500, help="dot products in the throughput stream")
-    parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "fp8_tree.json"))
     args = parser.parse_args(argv)
-    try:
-        config = apply_overrides(preset(args.preset), args.overrides)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    available, reason = simulator_status(args.sim)
-    if not available:
-        parser.error(reason)
+    config = benchlib.resolve(parser, args)
     k = config.fp8.k
 
     print(f"[1/2] simulating the K={k} FP8 tree ({args.sim})", flush=True)
@@ -95,11 +83,7 @@ def main(argv=None):
             "synthesis": area,
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    out = benchlib.write_json(args.out, report)
 
     t = report["throughput"]
     print(f"throughput: {t['block_pairs_per_cycle']:.4f} block pairs/cycle over {t['block_pairs']} blocks "

@@ -19,10 +19,8 @@ Writes ``reports/bench/pe_array.json``.
 Usage: ``python scripts/bench_pe_array.py [--preset P] [--set k=v ...] [--sim verilator|icarus] [--seed N]``
 """
 
-import argparse
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,11 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
 from golden import pe_array as golden                      # noqa: E402
 from hw import synth                                       # noqa: E402
 from hw.build import elaborate, BLOCKS                     # noqa: E402
-from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
-from verif.runner import run_bench, simulator_status       # noqa: E402
+from verif.runner import run_bench                          # noqa: E402
 
 FULL_TILE_BEATS = 64
 RAGGED_TILE_BEATS = 9
@@ -57,20 +56,9 @@ def workload(cfg):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "pe_array.json"))
+    parser = benchlib.parser(__doc__.splitlines()[0], "pe_array.json")
     args = parser.parse_args(argv)
-    try:
-        config = apply_overrides(preset(args.preset), args.overrides)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    available, reason = simulator_status(args.sim)
-    if not available:
-        parser.error(reason)
+    config = benchlib.resolve(parser, args)
     cfg = config.pe
 
     cases = workload(cfg)
@@ -141,11 +129,7 @@ def main(argv=None):
             "synthesis": area,
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    out = benchlib.write_json(args.out, report)
 
     print(f"{'case':<24} {'MACs/cycle':>10} {'peak':>6} {'ratio':>7} {'padding':>8} {'beats/cyc':>9} "
           f"{'mult util':>9}")

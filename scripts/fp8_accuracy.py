@@ -17,7 +17,6 @@ product of the float32 tensors, rounded to float32. Reported: norm-wise relative
 Writes ``reports/bench/fp8_accuracy.json`` and ``reports/bench/fp8_accuracy.md``.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from golden import fp8  # noqa: E402
+from hw.build import CliParser  # noqa: E402
 
 SIZES = (64, 256, 256, 10)
 BATCH = 64
@@ -97,7 +97,7 @@ def evaluate(left, right, fmt_left, fmt_right, k, rule, pairs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CliParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "fp8_accuracy.json"))
     args = parser.parse_args(argv)

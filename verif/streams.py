@@ -19,21 +19,26 @@ from cocotb.utils import get_sim_time
 __all__ = ["StreamSource", "StreamSink"]
 
 
-class StreamSource:
-    """Drives ``<name>__valid``/``__payload``; holds ``valid`` low for a random number of cycles between
-    transfers with probability ``stall`` per cycle (a bubble), never drops ``valid`` once raised.
-    ``times`` holds the simulation time (ns) of the clock edge of each transfer."""
-
-    def __init__(self, dut, name, clk, *, stall=0.0, rng=None):
+class _StreamPort:
+    def __init__(self, dut, name, clk, stall, rng):
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
         self.clk = clk
         self.stall = stall
         self.rng = rng or random.Random()
+        self.times = []
+
+
+class StreamSource(_StreamPort):
+    """Drives ``<name>__valid``/``__payload``; holds ``valid`` low for a random number of cycles between
+    transfers with probability ``stall`` per cycle (a bubble), never drops ``valid`` once raised.
+    ``times`` holds the simulation time (ns) of the clock edge of each transfer."""
+
+    def __init__(self, dut, name, clk, *, stall=0.0, rng=None):
+        super().__init__(dut, name, clk, stall, rng)
         self.queue = deque()
         self.sent = 0
-        self.times = []
         self._idle = Event()
         self._idle.set()
         self.valid.value = 0
@@ -69,22 +74,16 @@ class StreamSource:
                 offering = False
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Drives ``<name>__ready`` (low with probability ``stall`` each cycle) and records every transfer's
     payload, in order, as an integer in ``items``, and the time (ns) of its clock edge in ``times``;
     ``callback(payload)`` is called for each."""
 
     def __init__(self, dut, name, clk, *, stall=0.0, rng=None, callback=None, period_ns=10):
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.clk = clk
-        self.stall = stall
-        self.rng = rng or random.Random()
+        super().__init__(dut, name, clk, stall, rng)
         self.callback = callback
         self.period_ns = period_ns
         self.items = []
-        self.times = []
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
