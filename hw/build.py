@@ -31,6 +31,7 @@ from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
 from .fp8_tree import FP8MacTree
 from .pe import BitScalablePE, Fixed16PE
 from .pe_array import PEArray
+from .tsram import TransposableSRAM
 
 
 __all__ = ["BLOCKS", "Block", "elaborate", "generate", "main"]
@@ -57,6 +58,9 @@ BLOCKS = {
                         "baseline: fixed 16x16-bit MAC PE"),
     "fp8_tree": Block("edgetrain_fp8_tree", lambda c: FP8MacTree(k=c.fp8.k),
                       "shared-exponent FP8 MAC tree (K-way, binary32 out)"),
+    "tsram": Block("edgetrain_tsram",
+                   lambda c: TransposableSRAM(n=c.tsram.n, width=c.tsram.width, tiles=c.tsram.tiles),
+                   "transposable SRAM wrapper (row or column per cycle, N SRAM banks)"),
 }
 
 

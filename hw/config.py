@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 __all__ = [
-    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "Config", "PRESETS",
+    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "Config", "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
@@ -107,6 +107,31 @@ class FP8TreeConfig:
 
 
 @dataclass(frozen=True)
+class TSRAMConfig:
+    """Parameters of the transposable SRAM wrapper (block 3).
+
+    Attributes
+    ----------
+    n : int
+        Tile size and number of SRAM banks, a power of two >= 2.
+    width : int
+        Bits per word.
+    tiles : int
+        Tiles stored; each bank is ``tiles * n`` words deep.
+    """
+    n: int = 8
+    width: int = 16
+    tiles: int = 4
+
+    def __post_init__(self):
+        _check_int("tsram.n", self.n, minimum=2, power_of_two=True)
+        if self.n > 64:
+            raise ConfigError(f"tsram.n must be at most 64, not {self.n!r}")
+        _check_int("tsram.width", self.width)
+        _check_int("tsram.tiles", self.tiles)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -120,11 +145,14 @@ class Config:
         Bit-scalable PE array.
     fp8 : FP8TreeConfig
         Shared-exponent FP8 MAC tree.
+    tsram : TSRAMConfig
+        Transposable SRAM wrapper.
     """
     name: str = "default"
     clock_mhz: float = 250.0
     pe: PEArrayConfig = field(default_factory=PEArrayConfig)
     fp8: FP8TreeConfig = field(default_factory=FP8TreeConfig)
+    tsram: TSRAMConfig = field(default_factory=TSRAMConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -156,7 +184,8 @@ class Config:
 PRESETS = {
     "default": Config(),
     # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
-    "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8)),
+    "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8),
+                    tsram=TSRAMConfig(n=4, width=8, tiles=3)),
 }
 
 

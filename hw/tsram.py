@@ -76,12 +76,19 @@ class TransposableSRAM(wiring.Component):
         Bits per word.
     tiles : int
         Tiles stored (each bank is ``tiles * n`` words deep).
+    observe : bool
+        Add an asynchronous read port per bank (``peek_addr``/``peek_data``) for formal verification, where
+        a proof needs to state what the banks hold. Not for implementation: no SRAM macro has that port.
 
     Members
     -------
     w : In(stream.Signature(write_layout(n, width, tiles)))
     rreq : In(stream.Signature(request_layout(n, tiles)))
     rresp : Out(stream.Signature(ArrayLayout(unsigned(width), n)))
+    peek_addr : In(ArrayLayout(unsigned(address bits), n))
+        Only with ``observe``: an address per bank.
+    peek_data : Out(ArrayLayout(unsigned(width), n))
+        Only with ``observe``: each bank's word at ``peek_addr``, now.
 
     Raises
     ------
@@ -89,14 +96,18 @@ class TransposableSRAM(wiring.Component):
         On a bad parameter.
     """
 
-    def __init__(self, *, n, width, tiles=1):
+    def __init__(self, *, n, width, tiles=1, observe=False):
         check_params(n, width, tiles)
-        self._n, self._width, self._tiles = n, width, tiles
-        super().__init__({
+        self._n, self._width, self._tiles, self._observe = n, width, tiles, bool(observe)
+        members = {
             "w": In(stream.Signature(write_layout(n, width, tiles))),
             "rreq": In(stream.Signature(request_layout(n, tiles))),
             "rresp": Out(stream.Signature(data.ArrayLayout(unsigned(width), n))),
-        })
+        }
+        if observe:
+            members["peek_addr"] = In(data.ArrayLayout(unsigned((tiles * n - 1).bit_length()), n))
+            members["peek_data"] = Out(data.ArrayLayout(unsigned(width), n))
+        super().__init__(members)
 
     n = property(lambda self: self._n)
     width = property(lambda self: self._width)
@@ -144,6 +155,9 @@ class TransposableSRAM(wiring.Component):
                 rp.en.eq(advance), rp.addr.eq(q_addrs[b]),
             ]
             bank_data.append(rp.data)
+            if self._observe:
+                peek = mem.read_port(domain="comb")
+                m.d.comb += [peek.addr.eq(self.peek_addr[b]), self.peek_data[b].eq(peek.data)]
         # Element e of the response is in bank (e + index) mod N.
         r_words = _rotate(bank_data, r_index, left=True)
         for e in range(n):

@@ -46,6 +46,10 @@ def test_overrides():
     ("fp8.k=12", "fp8.k must be a power of two, not 12"),
     ("fp8.k=1", "fp8.k must be an integer >= 2, not 1"),
     ("fp8.k=512", "fp8.k must be at most 256, not 512"),
+    ("tsram.n=6", "tsram.n must be a power of two, not 6"),
+    ("tsram.n=1", "tsram.n must be an integer >= 2, not 1"),
+    ("tsram.width=0", "tsram.width must be an integer >= 1, not 0"),
+    ("tsram.tiles=0", "tsram.tiles must be an integer >= 1, not 0"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -81,4 +85,5 @@ def test_load_toml_missing(tmp_path):
 
 
 def test_parameter_keys():
-    assert parameter_keys() == ["clock_mhz", "fp8.k", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows"]
+    assert parameter_keys() == ["clock_mhz", "fp8.k", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
+                                "tsram.n", "tsram.tiles", "tsram.width"]
