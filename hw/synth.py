@@ -97,7 +97,7 @@ def synthesize(rtlil_text, top, workdir):
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(rtlil_text)
     script = SCRIPT.read_text().format(input="design.il", top=top, stat_json="stat.json",
-                                       stat_cmos="stat_cmos.txt", ltp="ltp.txt")
+                                       stat_cmos="stat_cmos.txt", ltp="ltp.txt", mem_json="memories.json")
     (workdir / "synth.ys").write_text(script)
     proc = subprocess.run([yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=workdir,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -111,6 +111,11 @@ def synthesize(rtlil_text, top, workdir):
     match = re.search(r"Estimated number of transistors:\s+(\d+)(\+?)", cmos)
     ltp = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", (workdir / "ltp.txt").read_text())
     flops = sum(n for t, n in cells.items() if _is_flop(t))
+    macros = []
+    for module in json.loads((workdir / "memories.json").read_text()).get("modules", {}).values():
+        for name, cell in module.get("cells", {}).items():
+            params = {k: int(v, 2) for k, v in cell["parameters"].items() if k in ("WIDTH", "SIZE")}
+            macros.append({"name": name, "width": params["WIDTH"], "depth": params["SIZE"]})
     return {
         "top": top,
         "cells": sum(n for t, n in cells.items() if not t.startswith("$mem")),
@@ -120,8 +125,9 @@ def synthesize(rtlil_text, top, workdir):
         "transistors_lower_bound": bool(match and match.group(2)),
         "flip_flops": flops,
         "logic_depth_cells": int(ltp.group(1)) if ltp else None,
-        "memories": stat.get("num_memories", 0),
-        "memory_bits": stat.get("num_memory_bits", 0),
+        "memories": len(macros),
+        "memory_bits": sum(mac["width"] * mac["depth"] for mac in macros),
+        "memory_macros": macros,
     }
 
 

@@ -81,3 +81,7 @@ def test_synth(tmp_path):
     assert pe["nand2_equivalents"] > base["nand2_equivalents"] > 0
     assert base["transistors"] > 0 and base["logic_depth_cells"] > 10 and base["memory_bits"] == 0
     assert "| pe_fixed16 |" in (out / "small" / "synth" / "report.md").read_text()
+    # The wrapper's banks are macros, counted apart: 3 tiles of 4x4 8-bit words in 4 banks of 12 words.
+    tsram = report["blocks"]["tsram"]
+    assert tsram["memory_bits"] == 3 * 4 * 4 * 8 and tsram["memories"] == 4
+    assert {(m["width"], m["depth"]) for m in tsram["memory_macros"]} == {(8, 12)}
