@@ -16,6 +16,7 @@ exceeds the threshold, and raises it by one when the rate at ``frac + 1`` is sti
 """
 
 import enum
+import functools
 
 import numpy as np
 
@@ -76,38 +77,41 @@ class Lfsr:
         state >>= 1
         return state ^ cls.TAPS if lsb else state
 
-    @classmethod
-    def _jump_columns(cls, steps):
-        # Image of each basis state after `steps` steps: the columns of the GF(2) jump matrix.
-        cols = []
-        for b in range(32):
-            s = 1 << b
-            for _ in range(steps):
-                s = cls.step(s)
-            cols.append(s)
-        return np.array(cols, dtype=np.uint64)
-
     @staticmethod
     def _apply(cols, states):
+        """Apply a GF(2) matrix (its 32 columns) to an array of states."""
         out = np.zeros_like(states)
         for b in range(32):
             out ^= np.where((states >> np.uint64(b)) & np.uint64(1), cols[b], np.uint64(0))
         return out
 
+    @classmethod
+    @functools.lru_cache(maxsize=64)
+    def _jump_columns(cls, steps):
+        """Columns of the matrix that advances the state by ``steps`` steps (by repeated squaring)."""
+        one = np.array([cls.step(1 << b) for b in range(32)], dtype=np.uint64)
+        result = np.array([1 << b for b in range(32)], dtype=np.uint64)      # identity
+        power = one
+        while steps:
+            if steps & 1:
+                result = cls._apply(power, result)
+            power = cls._apply(power, power)
+            steps >>= 1
+        return result
+
     def draw(self, count):
         """Return the next ``count`` 16-bit random numbers (uint32 array) and advance the state."""
         count = int(count)
-        out = np.empty(count, dtype=np.uint64)
         if count == 0:
-            return out.astype(np.uint32)
-        # Leapfrog: the first `lanes` draws sequentially, then all lanes jump `lanes` draws at once.
+            return np.empty(0, dtype=np.uint32)
+        # Leapfrog: lane i holds draw i; the lanes are filled by doubling, then jump `lanes` draws at once.
         lanes = min(count, 1024)
-        states = np.empty(lanes, dtype=np.uint64)
-        s = self.state
-        for i in range(lanes):
-            for _ in range(self.STEPS_PER_DRAW):
-                s = self.step(s)
-            states[i] = s
+        states = np.array([int(self._apply(self._jump_columns(self.STEPS_PER_DRAW),
+                                           np.array([self.state], dtype=np.uint64))[0])], dtype=np.uint64)
+        while len(states) < lanes:
+            ahead = self._apply(self._jump_columns(self.STEPS_PER_DRAW * len(states)), states)
+            states = np.concatenate([states, ahead])[:lanes]
+        out = np.empty(count, dtype=np.uint64)
         jump = self._jump_columns(self.STEPS_PER_DRAW * lanes)
         for start in range(0, count, lanes):
             n = min(lanes, count - start)

@@ -193,15 +193,31 @@ def shared_exponent(amax, fmt, rule=ScaleRule.FLOOR):
     return max(x, -127)
 
 
-def _quantize_block(values, fmt, rule):
-    flat = np.asarray(values, dtype=np.float64)
-    amax = float(np.max(np.abs(flat))) if flat.size else 0.0
-    if np.any(~np.isfinite(flat)):
-        amax = math.nan
-    x = shared_exponent(amax, fmt, rule)
-    if x is None:
-        return np.full(flat.shape, fmt.nan_code, dtype=np.uint8), SCALE_NAN
-    return encode(np.ldexp(flat, -x), fmt), encode_scale(x)
+def _shared_exponents(amax, fmt, rule):
+    """Vectorized :func:`shared_exponent`: float array of block maxima -> int64 exponents, with
+    ``SCALE_NAN - SCALE_BIAS`` (128) marking the NaN scale."""
+    amax = np.asarray(amax, dtype=np.float64)
+    finite = np.isfinite(amax)
+    safe = np.where(finite & (amax > 0), amax, 1.0)
+    _, e = np.frexp(safe)
+    x = (e.astype(np.int64) - 1) - fmt.emax
+    if rule is ScaleRule.CEIL:
+        x = x + (safe > np.ldexp(fmt.max_normal, x))
+    x = np.where(amax == 0, -127, np.maximum(x, -127))
+    return np.where(~finite | (x > 127), SCALE_NAN - SCALE_BIAS, x)
+
+
+def _quantize_rows(blocks, fmt, rule):
+    """Quantize each row of a 2-D array as one block: ``(codes, scale codes)``."""
+    blocks = np.asarray(blocks, dtype=np.float64)
+    bad = np.any(~np.isfinite(blocks), axis=1)
+    amax = np.where(bad, np.nan, np.max(np.abs(np.where(np.isfinite(blocks), blocks, 0.0)), axis=1)
+                    if blocks.shape[1] else 0.0)
+    x = _shared_exponents(amax, fmt, rule)
+    nan_scale = x == SCALE_NAN - SCALE_BIAS
+    codes = encode(np.ldexp(blocks, -np.where(nan_scale, 0, x)[:, None]), fmt)
+    codes[nan_scale] = fmt.nan_code
+    return codes, (x + SCALE_BIAS).astype(np.uint8)
 
 
 def _check_block(length, block, what):
@@ -221,12 +237,7 @@ def quantize_blocks(x, fmt, block=32, axis=-1, rule=ScaleRule.FLOOR):
     fmt, rule = _fmt(fmt), ScaleRule(rule)
     x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     k = _check_block(x.shape[-1], block, "Axis length")
-    blocks = x.reshape(-1, x.shape[-1] // k, k)
-    codes = np.empty(blocks.shape, dtype=np.uint8)
-    scales = np.empty(blocks.shape[:2], dtype=np.uint8)
-    for i in range(blocks.shape[0]):
-        for j in range(blocks.shape[1]):
-            codes[i, j], scales[i, j] = _quantize_block(blocks[i, j], fmt, rule)
+    codes, scales = _quantize_rows(x.reshape(-1, k), fmt, rule)
     codes = np.moveaxis(codes.reshape(x.shape), -1, axis)
     scales = np.moveaxis(scales.reshape(x.shape[:-1] + (x.shape[-1] // k,)), -1, axis)
     return codes, scales
@@ -250,13 +261,11 @@ def quantize_tiles(x, fmt, tile=8, rule=ScaleRule.FLOOR):
         raise ValueError(f"Tiled quantization takes a matrix, not an array of shape {x.shape}")
     _check_block(x.shape[0], tile, "Row count")
     _check_block(x.shape[1], tile, "Column count")
-    codes = np.empty(x.shape, dtype=np.uint8)
-    scales = np.empty((x.shape[0] // tile, x.shape[1] // tile), dtype=np.uint8)
-    for i in range(scales.shape[0]):
-        for j in range(scales.shape[1]):
-            sl = np.s_[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
-            codes[sl], scales[i, j] = _quantize_block(x[sl], fmt, rule)
-    return codes, scales
+    rows, cols = x.shape[0] // tile, x.shape[1] // tile
+    tiles = x.reshape(rows, tile, cols, tile).transpose(0, 2, 1, 3).reshape(rows * cols, tile * tile)
+    codes, scales = _quantize_rows(tiles, fmt, rule)
+    codes = codes.reshape(rows, cols, tile, tile).transpose(0, 2, 1, 3).reshape(x.shape)
+    return codes, scales.reshape(rows, cols)
 
 
 def dequantize_tiles(codes, scales, fmt, tile=8):
