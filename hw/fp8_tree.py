@@ -60,6 +60,25 @@ def _decode(code, fmt):
     return sign, m, q, is_nan, is_inf
 
 
+def _fp32_add(m, a, b):
+    m.submodules.acc_adder = adder = FP32Adder()
+    m.d.comb += [adder.a.eq(a), adder.b.eq(b)]
+    return adder.s
+
+
+def _accumulate_and_emit(m, o, advance, valid, first, last, value, add):
+    """The last stage of every tree: a sum starts at a ``first`` block and takes ``add(m, acc, value)``
+    otherwise; after a ``last`` block the sum goes to the output register of stream ``o``."""
+    acc = Signal(32, name="acc")
+    acc_next = Mux(first, value, add(m, acc, value))
+    with m.If(advance & valid):
+        m.d.sync += acc.eq(acc_next)
+        with m.If(last):
+            m.d.sync += o.payload.eq(acc_next)
+    with m.If(advance):
+        m.d.sync += o.valid.eq(valid & last)
+
+
 class FP8MacTree(wiring.Component):
     """Pipelined K-way fused dot product of two SE-FP8 blocks, exact inside, rounded once to binary32.
 
@@ -192,16 +211,7 @@ class FP8MacTree(wiring.Component):
             m.d.sync += [s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_bits.eq(block)]
 
         # Stage 4: binary32 accumulation across blocks; the output register.
-        m.submodules.adder = adder = FP32Adder()
-        acc = Signal(32)
-        acc_next = Mux(s3_first, s3_bits, adder.s)
-        m.d.comb += [adder.a.eq(acc), adder.b.eq(s3_bits)]
-        with m.If(advance & s3_valid):
-            m.d.sync += acc.eq(acc_next)
-            with m.If(s3_last):
-                m.d.sync += self.o.payload.eq(acc_next)
-        with m.If(advance):
-            m.d.sync += self.o.valid.eq(s3_valid & s3_last)
+        _accumulate_and_emit(m, self.o, advance, s3_valid, s3_first, s3_last, s3_bits, _fp32_add)
         return m
 
 
@@ -249,14 +259,7 @@ class _BaselineTree(wiring.Component):
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
                          s2_sum.eq(self.tree(m, s1_products))]
-        acc = Signal(32)
-        acc_next = Mux(s2_first, s2_sum, self.accumulate(m, acc, s2_sum))
-        with m.If(advance & s2_valid):
-            m.d.sync += acc.eq(acc_next)
-            with m.If(s2_last):
-                m.d.sync += self.o.payload.eq(acc_next)
-        with m.If(advance):
-            m.d.sync += self.o.valid.eq(s2_valid & s2_last)
+        _accumulate_and_emit(m, self.o, advance, s2_valid, s2_first, s2_last, s2_sum, self.accumulate)
         return m
 
 
@@ -313,9 +316,7 @@ class BF16MacTree(_BaselineTree):
         return level[0]
 
     def accumulate(self, m, acc, value):
-        m.submodules.acc_adder = adder = FP32Adder()
-        m.d.comb += [adder.a.eq(acc), adder.b.eq(value)]
-        return adder.s
+        return _fp32_add(m, acc, value)
 
 
 class Int8DotTree(_BaselineTree):
