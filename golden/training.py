@@ -52,11 +52,11 @@ weights stay float32.
 
 import dataclasses
 import enum
-import functools
 
 import numpy as np
 
 from . import dfxp, fp8
+from .dfa_ep import feedback_bits
 
 
 __all__ = [
@@ -125,16 +125,6 @@ def load_digits_split():
     return x[train], digits.target[train], x[test], digits.target[test]
 
 
-@functools.lru_cache(maxsize=64)
-def _feedback_bits(seed, count):
-    state = seed
-    bits = np.empty(count, dtype=np.int8)
-    for i in range(count):
-        state = dfxp.Lfsr.step(state)
-        bits[i] = state & 1
-    return bits
-
-
 def feedback_seed(layer, seed=0):
     """LFSR seed of layer ``layer``'s feedback matrix: a non-zero 32-bit value."""
     value = ((seed * 0x9E3779B1) ^ ((layer + 1) * 0x85EBCA77)) & 0xFFFFFFFF
@@ -144,12 +134,12 @@ def feedback_seed(layer, seed=0):
 def feedback_matrix(layer, rows, cols, seed=0):
     """DFA feedback matrix ``B`` of a layer: ``rows x cols`` of +1/-1, never stored by the hardware.
 
-    Generator: the 32-bit Galois LFSR of :class:`golden.dfxp.Lfsr` (x^32 + x^22 + x^2 + x + 1), seeded with
-    :func:`feedback_seed`, stepped once per element in row-major order; element = +1 if the state's least
-    significant bit after its step is 1, else -1.
+    Generator: :func:`golden.dfa_ep.feedback_bits` - the 32-bit Galois LFSR of :class:`golden.dfxp.Lfsr`
+    (x^32 + x^22 + x^2 + x + 1), seeded with :func:`feedback_seed`, stepped once per element in row-major
+    order; element = +1 if the state's least significant bit after its step is 1, else -1.
     """
-    bits = _feedback_bits(feedback_seed(layer, seed), rows * cols)
-    return np.where(bits.reshape(rows, cols) == 1, 1.0, -1.0).astype(np.float32)
+    bits = feedback_bits(feedback_seed(layer, seed), rows, cols)
+    return np.where(bits == 1, 1.0, -1.0).astype(np.float32)
 
 
 def softmax_xent_grad(logits, labels):

@@ -28,6 +28,7 @@ from amaranth.back import rtlil, verilog
 
 from . import __version__
 from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
+from .dfa_ep import DFAErrorEngine
 from .fp8_tree import FP8MacTree
 from .pe import BitScalablePE, Fixed16PE
 from .pe_array import PEArray
@@ -61,6 +62,9 @@ BLOCKS = {
     "tsram": Block("edgetrain_tsram",
                    lambda c: TransposableSRAM(n=c.tsram.n, width=c.tsram.width, tiles=c.tsram.tiles),
                    "transposable SRAM wrapper (row or column per cycle, N SRAM banks)"),
+    "dfa_ep": Block("edgetrain_dfa_ep",
+                    lambda c: DFAErrorEngine(cols=c.dfa.classes, width=c.dfa.width, max_rows=c.dfa.max_rows),
+                    "DFA error propagation: B e with B from an LFSR, masked by dReLU"),
 }
 
 

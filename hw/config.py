@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 __all__ = [
-    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "Config", "PRESETS",
+    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "Config", "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
@@ -132,6 +132,29 @@ class TSRAMConfig:
 
 
 @dataclass(frozen=True)
+class DFAConfig:
+    """Parameters of the DFA error-propagation engine (part of block 5).
+
+    Attributes
+    ----------
+    classes : int
+        Length of the output error vector (the network's output size).
+    width : int
+        Bits of an error code.
+    max_rows : int
+        Largest hidden layer the engine serves in one command.
+    """
+    classes: int = 10
+    width: int = 16
+    max_rows: int = 1024
+
+    def __post_init__(self):
+        _check_int("dfa.classes", self.classes)
+        _check_int("dfa.width", self.width, minimum=2)
+        _check_int("dfa.max_rows", self.max_rows)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -147,12 +170,15 @@ class Config:
         Shared-exponent FP8 MAC tree.
     tsram : TSRAMConfig
         Transposable SRAM wrapper.
+    dfa : DFAConfig
+        DFA error-propagation engine.
     """
     name: str = "default"
     clock_mhz: float = 250.0
     pe: PEArrayConfig = field(default_factory=PEArrayConfig)
     fp8: FP8TreeConfig = field(default_factory=FP8TreeConfig)
     tsram: TSRAMConfig = field(default_factory=TSRAMConfig)
+    dfa: DFAConfig = field(default_factory=DFAConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -185,7 +211,7 @@ PRESETS = {
     "default": Config(),
     # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
     "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8),
-                    tsram=TSRAMConfig(n=4, width=8, tiles=3)),
+                    tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32)),
 }
 
 

@@ -50,6 +50,8 @@ def test_overrides():
     ("tsram.n=1", "tsram.n must be an integer >= 2, not 1"),
     ("tsram.width=0", "tsram.width must be an integer >= 1, not 0"),
     ("tsram.tiles=0", "tsram.tiles must be an integer >= 1, not 0"),
+    ("dfa.width=1", "dfa.width must be an integer >= 2, not 1"),
+    ("dfa.classes=0", "dfa.classes must be an integer >= 1, not 0"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -85,5 +87,6 @@ def test_load_toml_missing(tmp_path):
 
 
 def test_parameter_keys():
-    assert parameter_keys() == ["clock_mhz", "fp8.k", "name", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
+    assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
+                                "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
                                 "tsram.n", "tsram.tiles", "tsram.width"]

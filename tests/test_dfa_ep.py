@@ -1,0 +1,118 @@
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.dfa_ep import dfa_ep, feedback_bits
+from golden.training import feedback_matrix, feedback_seed
+from hw.config import preset
+from hw.dfa_ep import DFAErrorEngine
+from verif.runner import run_bench
+
+
+def test_ref_matches_training_feedback():
+    # The engine's B is the training model's B.
+    e = np.arange(-5, 5)
+    for layer in range(3):
+        seed = feedback_seed(layer, 7)
+        assert np.array_equal(dfa_ep(e, seed, 12), feedback_matrix(layer, 12, 10, 7).astype(np.int64) @ e)
+
+
+def test_ref_bits_and_mask():
+    bits = feedback_bits(1, 3, 4)
+    state, expected = 1, []
+    for _ in range(12):
+        state = (state >> 1) ^ (0x80200003 if state & 1 else 0)
+        expected.append(state & 1)
+    assert bits.ravel().tolist() == expected
+    out = dfa_ep([1, 2, 3, 4], 1, 3, mask=[1, 0, 1])
+    assert out[1] == 0 and out[0] == sum((1 if b else -1) * v for b, v in zip(bits[0], [1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="LFSR seed must be a non-zero 32-bit integer, not 0"):
+        feedback_bits(0, 1, 1)
+
+
+def rtl_dfa_ep(dut, jobs, *, stall=0.3, seed=0):
+    """Run jobs [(seed, e, mask)] through the engine with bubbles and back-pressure; rows per job."""
+    rng = random.Random(seed)
+    got = []
+    total_rows = sum(len(mask) for _, _, mask in jobs)
+
+    async def commands(ctx):
+        for lfsr_seed, e, mask in jobs:
+            ctx.set(dut.cmd.payload, {"seed": lfsr_seed, "rows_m1": len(mask) - 1, "e": [int(v) for v in e]})
+            ctx.set(dut.cmd.valid, 1)
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+
+    async def masks(ctx):
+        for _, _, mask in jobs:
+            for bit in mask:
+                while rng.random() < stall:
+                    await ctx.tick()
+                ctx.set(dut.mask.payload, int(bit))
+                ctx.set(dut.mask.valid, 1)
+                await ctx.tick().until(dut.mask.ready)
+                ctx.set(dut.mask.valid, 0)
+
+    async def sink(ctx):
+        while len(got) < total_rows:
+            ctx.set(dut.o.ready, rng.random() >= stall)
+            *_, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if valid and ready:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(masks, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return got
+
+
+def _jobs(rng, cols, width, count, max_rows):
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    jobs = []
+    for _ in range(count):
+        rows = int(rng.integers(1, max_rows + 1))
+        e = rng.integers(lo, hi + 1, cols)
+        e[rng.random(cols) < 0.2] = rng.choice([lo, hi])
+        jobs.append((int(rng.integers(1, 1 << 32)), e, rng.integers(0, 2, rows)))
+    return jobs
+
+
+@pytest.mark.parametrize("cols, width", [(10, 16), (1, 4), (7, 8)])
+def test_sim_against_golden(cols, width):
+    jobs = _jobs(np.random.default_rng(cols), cols, width, 25, 20)
+    got = rtl_dfa_ep(DFAErrorEngine(cols=cols, width=width, max_rows=32), jobs)
+    want = [int(v) for lfsr_seed, e, mask in jobs for v in dfa_ep(e, lfsr_seed, len(mask), mask)]
+    assert got == want
+
+
+def test_sim_back_to_back_rows():
+    # No stalls: one row per cycle across commands.
+    jobs = _jobs(np.random.default_rng(5), 10, 16, 6, 8)
+    got = rtl_dfa_ep(DFAErrorEngine(cols=10, width=16, max_rows=8), jobs, stall=0.0)
+    assert got == [int(v) for s, e, m in jobs for v in dfa_ep(e, s, len(m), m)]
+
+
+def test_init():
+    dut = DFAErrorEngine(cols=10, width=16, max_rows=256)
+    assert dut.cols == 10 and dut.out_width == 16 + 4 + 1
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(cols=0), ValueError, "Column count must be at least 1, not 0"),
+    (dict(cols=4, width=1), ValueError, "Error width must be at least 2, not 1"),
+    (dict(cols=4, max_rows=0), ValueError, "Row limit must be at least 1, not 0"),
+    (dict(cols="4"), TypeError, "Column count must be an integer, not '4'"),
+])
+def test_init_wrong(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        DFAErrorEngine(**kwargs)
+
+
+def test_bench(simulator):
+    result = run_bench("dfa_ep", preset("small"), simulator)
+    assert result.tests == 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
