@@ -179,23 +179,13 @@ def encode_scale(x_exp):
 
 def shared_exponent(amax, fmt, rule=ScaleRule.FLOOR):
     """Shared exponent ``X`` of a block with maximum magnitude ``amax`` (None for the NaN scale)."""
-    fmt, rule = _fmt(fmt), ScaleRule(rule)
-    if not math.isfinite(amax):
-        return None
-    if amax == 0:
-        return -127
-    _, e = math.frexp(amax)
-    x = (e - 1) - fmt.emax
-    if rule is ScaleRule.CEIL and amax > math.ldexp(fmt.max_normal, x):
-        x += 1
-    if x > 127:
-        return None
-    return max(x, -127)
+    x = int(_shared_exponents(np.array([amax], dtype=np.float64), _fmt(fmt), ScaleRule(rule))[0])
+    return None if x == SCALE_NAN - SCALE_BIAS else x
 
 
 def _shared_exponents(amax, fmt, rule):
-    """Vectorized :func:`shared_exponent`: float array of block maxima -> int64 exponents, with
-    ``SCALE_NAN - SCALE_BIAS`` (128) marking the NaN scale."""
+    """Shared exponents of an array of block maxima (int64), ``SCALE_NAN - SCALE_BIAS`` (128) marking the
+    NaN scale: see the module docstring for the two rules."""
     amax = np.asarray(amax, dtype=np.float64)
     finite = np.isfinite(amax)
     safe = np.where(finite & (amax > 0), amax, 1.0)

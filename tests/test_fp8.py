@@ -228,3 +228,10 @@ def test_lane_products_match_block_dot(fa, fb):
             blk_a = np.array([0, 0, a[i], 0], dtype=np.uint8)
             blk_b = np.array([0, 0, b[i], 0], dtype=np.uint8)
             assert fast[i] == fp8.block_dot(blk_a, fa, xa, blk_b, fb, xb), (hex(a[i]), hex(b[i]), xa, xb)
+
+
+def test_shared_exponent_scalar():
+    assert fp8.shared_exponent(15.0, E4M3) == 3 - 8
+    assert fp8.shared_exponent(500.0, E4M3, "floor") == 0 and fp8.shared_exponent(500.0, E4M3, "ceil") == 1
+    assert fp8.shared_exponent(0.0, E5M2) == -127 and fp8.shared_exponent(1e-45, E5M2) == -127
+    assert fp8.shared_exponent(math.inf, E4M3) is None and fp8.shared_exponent(math.nan, E5M2) is None
