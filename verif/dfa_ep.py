@@ -6,43 +6,29 @@ Stimulus: random seeds and error vectors with extreme codes, random masks, and e
 training step of :mod:`golden.training` (DFXP-16 codes of the output error, the layer seeds of the model).
 """
 
-import os
-import random
 
 import cocotb
 import numpy as np
 from amaranth.hdl import signed
 from amaranth.lib import data
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.dfa_ep import dfa_ep
-from hw.config import Config
 from hw.dfa_ep import command_layout
-from verif.streams import StreamSink, StreamSource
+from verif.bench import BenchTB
 
 
-class DFAEngineTB:
+class DFAEngineTB(BenchTB):
     def __init__(self, dut, *, stall=None):
-        self.dut = dut
-        cfg = Config.from_json_file(os.environ["EDGETRAIN_CONFIG"]).dfa
+        super().__init__(dut, stall=stall)
+        cfg = self.config.dfa
         self.cols, self.width, self.max_rows = cfg.classes, cfg.width, cfg.max_rows
-        stall = float(os.environ.get("EDGETRAIN_STALL", "0.3")) if stall is None else stall
-        seed = getattr(cocotb, "RANDOM_SEED", 0)
-        self.rng = random.Random(seed)
-        self.np_rng = np.random.default_rng(seed)
         self.layout = command_layout(self.cols, self.width, self.max_rows)
         self.out_shape = signed(self.width + (self.cols - 1).bit_length() + 1)
-        Clock(dut.clk, 10, unit="ns").start()
-        self.cmd = StreamSource(dut, "cmd", dut.clk, stall=stall, rng=self.rng)
-        self.mask = StreamSource(dut, "mask", dut.clk, stall=stall, rng=self.rng)
-        self.o = StreamSink(dut, "o", dut.clk, stall=stall, rng=self.rng)
+        self.cmd = self.source("cmd")
+        self.mask = self.source("mask")
+        self.o = self.sink("o")
         self.expected = []
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
 
     def job(self, seed, e, mask):
         self.cmd.send(self.layout.const({"seed": int(seed), "rows_m1": len(mask) - 1,

@@ -12,18 +12,15 @@ rules, 1-4 blocks per dot product), ``special_values`` (NaN and infinity codes, 
 """
 
 import os
-import random
 from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden import fp8
-from hw.config import Config
 from hw.fp8_tree import ElemFormat, input_layout
-from verif.streams import StreamSink, StreamSource
+from verif.bench import BenchTB
 
 FORMATS = {"e4m3": fp8.E4M3, "e5m2": fp8.E5M2}
 
@@ -52,26 +49,16 @@ class Packer:
         return out
 
 
-class FP8TreeTB:
+class FP8TreeTB(BenchTB):
     def __init__(self, dut, *, stall=None):
-        self.dut = dut
-        self.k = Config.from_json_file(os.environ["EDGETRAIN_CONFIG"]).fp8.k
-        stall = float(os.environ.get("EDGETRAIN_STALL", "0.3")) if stall is None else stall
-        seed = getattr(cocotb, "RANDOM_SEED", 0)
-        self.rng = random.Random(seed)
-        self.np_rng = np.random.default_rng(seed)
+        super().__init__(dut, stall=stall)
+        self.k = self.config.fp8.k
         self.packer = Packer(self.k)
-        Clock(dut.clk, 10, unit="ns").start()
-        self.source = StreamSource(dut, "i", dut.clk, stall=stall, rng=self.rng)
-        self.sink = StreamSink(dut, "o", dut.clk, stall=stall, rng=self.rng, callback=self._check)
+        self.i = self.source("i")
+        self.o = self.sink("o", callback=self._check)
         self.expected = deque()
         self.errors = []
         self.checked = 0
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
 
     def send_dot(self, a, a_fmt, a_scales, b, b_fmt, b_scales, label):
         """One dot product over ``len(a_scales)`` block pairs, accumulated in binary32."""
@@ -79,7 +66,7 @@ class FP8TreeTB:
         first = [i == 0 for i in range(n)]
         last = [i == n - 1 for i in range(n)]
         for word in self.packer.pack(a, b, a_scales, b_scales, a_fmt, b_fmt, first, last):
-            self.source.send(word)
+            self.i.send(word)
         self.expected.append((label, fp8.dot(a, a_fmt, a_scales, b, b_fmt, b_scales)))
 
     def _check(self, payload):
@@ -207,7 +194,7 @@ async def exhaustive_lane(dut):
         words = tb.packer.pack(a, b, np.full(n, 127), np.full(n, 127), fa, fb, ones, ones)
         expected = fp8.lane_products(a_codes, fa, 127, b_codes, fb, 127)
         for i, (word, want) in enumerate(zip(words, expected.tolist())):
-            tb.source.send(word)
+            tb.i.send(word)
             tb.expected.append((f"{fa}x{fb} lane {lane}: {a_codes[i]:#04x} x {b_codes[i]:#04x}", want))
         await tb.finish()
         dut._log.info("%s x %s: all %d code pairs match in lane %d", fa, fb, n, lane)
@@ -223,7 +210,6 @@ async def throughput(dut):
     tb = FP8TreeTB(dut, stall=0.0)
     await tb.reset()
     k = tb.k
-    period = 10
     one = np.ones((1, k), dtype=np.uint8) * int(fp8.encode(1.0, fp8.E4M3))
     await RisingEdge(dut.clk)
     tb.send_dot(one, "e4m3", np.array([127]), one, "e4m3", np.array([127]), "latency probe")
@@ -231,8 +217,8 @@ async def throughput(dut):
         await RisingEdge(dut.clk)
     # Edges from the one that takes the block pair to the first one with its result valid on `o` (the
     # sink, always ready, takes it one edge later).
-    latency = round((tb.sink.times[-1] - tb.source.times[-1]) / period) - 1
-    first = len(tb.source.times)
+    latency = tb.cycles_between(tb.i.times[-1], tb.o.times[-1]) - 2
+    first = len(tb.i.times)
     blocks = 0
     for n in range(int(os.environ.get("EDGETRAIN_PERF_DOTS", "500"))):
         count = 1 + n % 4
@@ -245,7 +231,7 @@ async def throughput(dut):
     while tb.expected:
         await RisingEdge(dut.clk)
     # Cycles over which the stream was taken, first to last block pair inclusive.
-    cycles = round((tb.source.times[-1] - tb.source.times[first]) / period) + 1
+    cycles = tb.cycles_between(tb.i.times[first], tb.i.times[-1])
     await tb.finish()
     with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
         json.dump({"k": k, "latency_cycles": latency, "block_pairs": blocks, "cycles": cycles}, f)

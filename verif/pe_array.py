@@ -10,46 +10,33 @@ Run through pytest (``tests/test_pe_array.py``) or ``verif.runner.run_bench("pe_
 
 import json
 import os
-import random
 from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden import pe_array as golden
 from golden.dfxp import code_range
-from hw.config import Config
 from hw.pe_array import PRECISION_CODES, Mode, command_layout, output_layout
-from verif.streams import StreamSink, StreamSource
+from verif.bench import BenchTB
 
 
-class PEArrayTB:
-    """Clock, reset, the three sources, the output sink and the scoreboard."""
+class PEArrayTB(BenchTB):
+    """The three sources, the output sink and the scoreboard."""
 
     def __init__(self, dut, *, stall=None):
-        self.dut = dut
-        self.cfg = Config.from_json_file(os.environ["EDGETRAIN_CONFIG"]).pe
-        stall = float(os.environ.get("EDGETRAIN_STALL", "0.3")) if stall is None else stall
-        seed = getattr(cocotb, "RANDOM_SEED", 0)
-        self.rng = random.Random(seed)
-        self.np_rng = np.random.default_rng(seed)
+        super().__init__(dut, stall=stall)
+        self.cfg = self.config.pe
         self.cmd_layout = command_layout(self.cfg.max_k)
         self.out_layout = output_layout(self.cfg.cols, self.cfg.acc_width)
-        Clock(dut.clk, 10, unit="ns").start()
-        self.cmd = StreamSource(dut, "cmd", dut.clk, stall=stall, rng=self.rng)
-        self.a = StreamSource(dut, "a", dut.clk, stall=stall, rng=self.rng)
-        self.b = StreamSource(dut, "b", dut.clk, stall=stall, rng=self.rng)
-        self.o = StreamSink(dut, "o", dut.clk, stall=stall, rng=self.rng, callback=self._check)
+        self.cmd = self.source("cmd")
+        self.a = self.source("a")
+        self.b = self.source("b")
+        self.o = self.sink("o", callback=self._check)
         self.expected = deque()
         self.errors = []
         self.rows_checked = 0
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
 
     def submit(self, mode, pa, pb, job, label=""):
         """Queue one command (an output tile) and its beats; expect its rows."""
@@ -171,7 +158,7 @@ async def throughput(dut):
         while tb.expected:
             await RisingEdge(dut.clk)
         # Cycles from the edge that takes the first beat to the edge that hands over the last output row.
-        cycles = round((tb.o.times[-1] - tb.a.times[first]) / 10) + 1
+        cycles = tb.cycles_between(tb.a.times[first], tb.o.times[-1])
         assert len(tb.o.times) - rows_before == len(jobs) * cfg.rows
         results.append({**case, "beats": sum(len(j.beats) for j in jobs), "tiles": len(jobs),
                         "cycles": cycles})

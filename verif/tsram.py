@@ -8,42 +8,31 @@ the write of its own edge: read-first) and every response is compared, word for 
 
 import json
 import os
-import random
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.tsram import Access, Axis as GAxis, TransposableStore
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-from hw.config import Config
 from hw.tsram import Axis, request_layout, write_layout
-from verif.streams import StreamSink, StreamSource
+from verif.bench import BenchTB
 
 
-class TSRAMTB:
+class TSRAMTB(BenchTB):
     def __init__(self, dut, *, stall=None):
-        self.dut = dut
-        cfg = Config.from_json_file(os.environ["EDGETRAIN_CONFIG"]).tsram
+        super().__init__(dut, stall=stall)
+        cfg = self.config.tsram
         self.n, self.width, self.tiles = cfg.n, cfg.width, cfg.tiles
-        stall = float(os.environ.get("EDGETRAIN_STALL", "0.3")) if stall is None else stall
-        self.rng = random.Random(getattr(cocotb, "RANDOM_SEED", 0))
         self.w_layout = write_layout(self.n, self.width, self.tiles)
         self.r_layout = request_layout(self.n, self.tiles)
         self.resp_layout = data.ArrayLayout(unsigned(self.width), self.n)
-        Clock(dut.clk, 10, unit="ns").start()
-        self.w = StreamSource(dut, "w", dut.clk, stall=stall, rng=self.rng)
-        self.rreq = StreamSource(dut, "rreq", dut.clk, stall=stall, rng=self.rng)
-        self.rresp = StreamSink(dut, "rresp", dut.clk, stall=stall, rng=self.rng)
+        self.w = self.source("w")
+        self.rreq = self.source("rreq")
+        self.rresp = self.sink("rresp")
         self.writes = []
         self.reads = []
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
 
     def random_access(self):
         return Access(GAxis(self.rng.randrange(2)), self.rng.randrange(self.tiles), self.rng.randrange(self.n))
@@ -131,10 +120,10 @@ async def throughput(dut):
         else:
             tb.read(tb.random_access())
     await tb.finish()
-    span = lambda times: round((times[-1] - times[0]) / 10) + 1  # noqa: E731
     first = min(tb.w.times[0], tb.rreq.times[0])
     last = max(tb.w.times[-1], tb.rresp.times[-1])
     with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
         json.dump({"writes": len(tb.writes), "reads": len(tb.reads),
-                   "write_cycles": span(tb.w.times), "read_cycles": span(tb.rreq.times),
-                   "total_cycles": round((last - first) / 10) + 1}, f)
+                   "write_cycles": tb.cycles_between(tb.w.times[0], tb.w.times[-1]),
+                   "read_cycles": tb.cycles_between(tb.rreq.times[0], tb.rreq.times[-1]),
+                   "total_cycles": tb.cycles_between(first, last)}, f)
