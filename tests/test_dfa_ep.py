@@ -10,6 +10,8 @@ from hw.config import preset
 from hw.dfa_ep import DFAErrorEngine
 from verif.runner import run_bench
 
+from .sim_streams import stream_get, stream_put
+
 
 def test_ref_matches_training_feedback():
     # The engine's B is the training model's B.
@@ -40,27 +42,17 @@ def rtl_dfa_ep(dut, jobs, *, stall=0.3, seed=0):
 
     async def commands(ctx):
         for lfsr_seed, e, mask in jobs:
-            ctx.set(dut.cmd.payload, {"seed": lfsr_seed, "rows_m1": len(mask) - 1, "e": [int(v) for v in e]})
-            ctx.set(dut.cmd.valid, 1)
-            await ctx.tick().until(dut.cmd.ready)
-            ctx.set(dut.cmd.valid, 0)
+            await stream_put(ctx, dut.cmd, {"seed": lfsr_seed, "rows_m1": len(mask) - 1,
+                                            "e": [int(v) for v in e]})
 
     async def masks(ctx):
         for _, _, mask in jobs:
             for bit in mask:
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(dut.mask.payload, int(bit))
-                ctx.set(dut.mask.valid, 1)
-                await ctx.tick().until(dut.mask.ready)
-                ctx.set(dut.mask.valid, 0)
+                await stream_put(ctx, dut.mask, int(bit), rng=rng, stall=stall)
 
     async def sink(ctx):
         while len(got) < total_rows:
-            ctx.set(dut.o.ready, rng.random() >= stall)
-            *_, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
-            if valid and ready:
-                got.append(payload)
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=stall))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -11,6 +11,8 @@ from hw.fp32 import F32_NAN
 from hw.fp8_tree import BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
 from verif.runner import run_bench
 
+from .sim_streams import stream_get, stream_put
+
 
 def _stream(dut, items, count, *, stall=0.3, seed=0):
     """Send payload dicts on ``i`` and collect ``count`` results from ``o``, both sides stalling."""
@@ -19,19 +21,11 @@ def _stream(dut, items, count, *, stall=0.3, seed=0):
 
     async def source(ctx):
         for item in items:
-            while rng.random() < stall:
-                await ctx.tick()
-            ctx.set(dut.i.payload, item)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            await stream_put(ctx, dut.i, item, rng=rng, stall=stall)
 
     async def sink(ctx):
         while len(got) < count:
-            ctx.set(dut.o.ready, rng.random() >= stall)
-            *_, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
-            if valid and ready:
-                got.append(payload)
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=stall))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -11,6 +11,8 @@ from hw.config import apply_overrides, preset
 from hw.pe_array import PRECISION_CODES, Mode, PEArray
 from verif.runner import run_bench
 
+from .sim_streams import stream_get, stream_put
+
 PAIRS = list(itertools.product(PRECISIONS, PRECISIONS))
 
 
@@ -80,37 +82,20 @@ def rtl_gemms(dut, cases, *, stall=0.3, seed=0):
 
     async def source(ctx):
         for mode, pa, pb, job in jobs:
-            ctx.set(dut.cmd.payload, {"mode": Mode[mode.name], "prec_a": PRECISION_CODES[pa],
-                                      "prec_b": PRECISION_CODES[pb], "beats_m1": len(job.beats) - 1})
-            ctx.set(dut.cmd.valid, 1)
-            await ctx.tick().until(dut.cmd.ready)
-            ctx.set(dut.cmd.valid, 0)
+            await stream_put(ctx, dut.cmd, {"mode": Mode[mode.name], "prec_a": PRECISION_CODES[pa],
+                                            "prec_b": PRECISION_CODES[pb], "beats_m1": len(job.beats) - 1})
 
     def beats(port, index):
         async def testbench(ctx):
-            await _drive_beats(ctx, port, index)
+            for _, _, _, job in jobs:
+                for beat in job.beats:
+                    await stream_put(ctx, port, beat[index], rng=rng, stall=stall)
         return testbench
-
-    async def _drive_beats(ctx, port, index):
-        for _, _, _, job in jobs:
-            for beat in job.beats:
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(port.payload, beat[index])
-                ctx.set(port.valid, 1)
-                await ctx.tick().until(port.ready)
-                ctx.set(port.valid, 0)
 
     async def sink(ctx):
         for _ in range(len(jobs) * dut.rows):
-            ctx.set(dut.o.ready, rng.random() >= stall)
-            while True:
-                *_, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
-                if valid and ready:
-                    break
-                ctx.set(dut.o.ready, rng.random() >= stall)
+            payload = await stream_get(ctx, dut.o, rng=rng, stall=stall)
             rows_out.append(([int(v) for v in payload.data], payload.last))
-        ctx.set(dut.o.ready, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
