@@ -55,11 +55,12 @@ otherwise.
 """
 
 import dataclasses
+import enum
 import math
 
 
 __all__ = [
-    "PRECISIONS", "ENGINES", "Engine", "Layer", "Op", "Schedule", "TableError", "check_table", "mlp",
+    "PRECISIONS", "Error", "Feedback", "encode", "hardware_error", "ENGINES", "Engine", "Layer", "Op", "Schedule", "TableError", "check_table", "mlp",
     "program", "dependencies", "op_matrix", "simulate", "schedule",
 ]
 
@@ -69,6 +70,22 @@ PRECISIONS = ("dfxp4", "dfxp8", "dfxp12", "dfxp16", "sefp8")
 #: array runs 4x as many 4-bit and 1/4 as many 12/16-bit products).
 _QUARTERS = {"dfxp4": 1, "dfxp8": 4, "dfxp12": 16, "dfxp16": 16, "sefp8": 4}
 ENGINES = ("FF", "EP", "WG")
+
+
+class Error(enum.IntEnum):
+    """The controller's ``status.error``: why it refused a run (checked in this order), or ``NONE``."""
+    NONE = 0
+    EMPTY_TABLE = 1         # no layer written
+    TOO_MANY_LAYERS = 2     # more entries than the controller holds before the one marked last
+    ZERO_SIZE = 3           # a layer with n_in or n_out = 0
+    SIZE_MISMATCH = 4       # n_out of layer l differs from n_in of layer l+1
+    BAD_PRECISION = 5       # a precision code the controller was not built for
+    PIPELINED_BP = 6        # a pipelined run with BP feedback on a hidden layer
+
+
+class Feedback(enum.IntEnum):
+    DFA = 0
+    BP = 1
 
 
 class TableError(ValueError):
@@ -122,6 +139,34 @@ def check_table(table, *, max_layers=None, precisions=PRECISIONS, pipelined=Fals
         if bp:
             raise TableError(f"a pipelined run needs DFA feedback on every hidden layer; layer {bp[0]} is BP")
     return table
+
+
+def encode(layer, *, last=False):
+    """The controller's table entry of ``layer`` (field values of :func:`hw.pdfa.entry_layout`)."""
+    return {"n_in": layer.n_in, "n_out": layer.n_out, "precision": PRECISIONS.index(layer.precision),
+            "feedback": int(Feedback.BP if layer.feedback == "bp" else Feedback.DFA),
+            "lr_shift": layer.lr_shift, "last": int(last)}
+
+
+def hardware_error(entries, *, max_layers, precisions=PRECISIONS, pipelined=False):
+    """The :class:`Error` the controller reports for a table written as ``entries`` (raw entry dicts as
+    :func:`encode` makes, any values; only the first ``max_layers`` are stored)."""
+    codes = {PRECISIONS.index(p) for p in precisions}
+    stored = entries[:max_layers]
+    hidden = stored[:-1]
+    if not entries:
+        return Error.EMPTY_TABLE
+    if len(entries) > max_layers:
+        return Error.TOO_MANY_LAYERS
+    if any(e["n_in"] == 0 or e["n_out"] == 0 for e in stored):
+        return Error.ZERO_SIZE
+    if any(a["n_out"] != b["n_in"] for a, b in zip(stored, stored[1:])):
+        return Error.SIZE_MISMATCH
+    if any(e["precision"] not in codes for e in stored):
+        return Error.BAD_PRECISION
+    if pipelined and any(e["feedback"] == Feedback.BP for e in hidden):
+        return Error.PIPELINED_BP
+    return Error.NONE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,160 @@
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from golden.pdfa_schedule import (PRECISIONS, Error, Layer, encode, hardware_error, mlp, op_matrix, simulate)
+from hw.pdfa import PDFAController
+from verif.runner import run_bench
+from hw.config import preset
+
+from .sim_streams import stream_put
+
+
+def run_rtl(dut, runs, *, seed=0, ready_p=0.6, max_cycles=200_000):
+    """Drive ``runs`` [(entries, start dict, duration(engine, layer, sample))] through the controller with
+    engine models: random command back-pressure (ready with probability ``ready_p``), done after the
+    given duration. Returns per run: status, {engine: [(issue, done, payload)]}, counters, ready patterns."""
+    rng = random.Random(seed)
+    results = []
+
+    async def bench(ctx):
+        for entries, start, duration in runs:
+            for entry in entries:
+                await stream_put(ctx, dut.table, entry)
+            await stream_put(ctx, dut.start, start)
+            patterns = {e: [] for e in ("FF", "EP", "WG")}
+            trace = {e: [] for e in patterns}
+            outstanding = dict.fromkeys(patterns)
+            ctx.set(dut.status.ready, 1)
+            for cycle in range(max_cycles):
+                for e in patterns:
+                    cmd, done = getattr(dut, f"{e.lower()}_cmd"), getattr(dut, f"{e.lower()}_done")
+                    patterns[e].append(rng.random() < ready_p)
+                    ctx.set(cmd.ready, patterns[e][cycle])
+                    ctx.set(done.valid, outstanding[e] is not None and cycle >= outstanding[e][1])
+                signals = [dut.status.valid, dut.status.payload]
+                for e in patterns:
+                    cmd, done = getattr(dut, f"{e.lower()}_cmd"), getattr(dut, f"{e.lower()}_done")
+                    signals += [cmd.valid, cmd.ready, cmd.payload, done.valid, done.ready]
+                values = (await ctx.tick().sample(*signals))[-len(signals):]
+                status_valid, status = values[:2]
+                for i, e in enumerate(patterns):
+                    cv, cr, payload, dv, dr = values[2 + 5 * i: 7 + 5 * i]
+                    if dv and dr:
+                        trace[e][-1][1] = cycle
+                        outstanding[e] = None
+                    if cv and cr:
+                        assert outstanding[e] is None, f"{e} issued with a command outstanding"
+                        length = duration(e, payload.layer, payload.sample)
+                        outstanding[e] = (cycle, cycle + length)
+                        trace[e].append([cycle, None, payload])
+                if status_valid:
+                    break
+            else:
+                raise AssertionError("no status: the controller hung")
+            ctx.set(dut.status.ready, 0)
+            counters = {e: tuple(ctx.get(getattr(dut, f"{e.lower()}_{c}")) for c in ("busy", "stall", "idle"))
+                        for e in patterns}
+            results.append((status, trace, counters, patterns))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+def random_durations(rng, low=1, high=12):
+    durations = {}
+
+    def duration(engine, layer, sample):
+        return durations.setdefault((engine, int(layer), int(sample)), rng.randint(low, high))
+    return duration
+
+
+def check_run(table, samples, pipelined, serial, result, duration):
+    status, trace, counters, patterns = result
+    assert status.error == Error.NONE
+    want = simulate(table, samples, pipelined=pipelined, serial=serial, duration=duration,
+                    ready=lambda e, c: patterns[e][c])
+    assert status.cycles == want.cycles
+    for e in ("FF", "EP", "WG"):
+        ops = [op for op in want.ops if op.engine == e]
+        got = trace[e]
+        assert [(op.start, op.end) for op in ops] == [(issue, done) for issue, done, _ in got], e
+        for op, (_, _, payload) in zip(ops, got):
+            rows, cols, precision = op_matrix(table, e, op.layer)
+            entry = table[op.layer]
+            assert (payload.layer, payload.sample, payload.rows, payload.cols, payload.precision,
+                    payload.feedback, payload.lr_shift) == (
+                op.layer, op.sample, rows, cols, PRECISIONS.index(precision), int(entry.feedback == "bp"),
+                entry.lr_shift)
+        assert counters[e] == (want.busy[e], want.stall[e], want.idle[e]), e
+
+
+def random_table(rng, layers, pipelined, size=40):
+    sizes = [rng.randint(1, size) for _ in range(layers + 1)]
+    return [Layer(a, b, rng.choice(PRECISIONS), "dfa" if pipelined or rng.random() < 0.5 else "bp",
+                  rng.randint(0, 15)) for a, b in zip(sizes, sizes[1:])]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sim_random_tables(seed):
+    rng = random.Random(seed)
+    dut = PDFAController(max_layers=5, size_width=8, sample_width=6, counter_width=16)
+    runs, cases = [], []
+    for layers in (1, 2, 3, 5):
+        for pipelined, serial in ((0, 0), (1, 0), (0, 1)):
+            table = random_table(rng, layers, pipelined)
+            samples = rng.randint(0 if layers == 1 else 1, 4)
+            duration = random_durations(rng)
+            entries = [encode(layer, last=i == layers - 1) for i, layer in enumerate(table)]
+            runs.append((entries, {"samples": samples, "pipelined": pipelined, "serial": serial}, duration))
+            cases.append((table, samples, pipelined, serial, duration))
+    for case, result in zip(cases, run_rtl(dut, runs, seed=seed)):
+        table, samples, pipelined, serial, duration = case
+        check_run(table, samples, pipelined, serial, result, duration)
+
+
+def test_sim_bad_tables():
+    # Every error is reported at once, without a command, and a good run afterwards still works.
+    dut = PDFAController(max_layers=3, size_width=8, sample_width=4, counter_width=16,
+                         precisions=("dfxp8", "dfxp16"))
+    good = [encode(layer, last=i == 1) for i, layer in enumerate(mlp([5, 4, 3]))]
+    e8 = dict(good[0], last=0)
+    cases = [
+        (good[:1] + [dict(good[1], n_in=3)], 0, Error.SIZE_MISMATCH),
+        ([dict(e8, n_in=4, n_out=4)] * 3 + [dict(e8, n_in=4, n_out=4, last=1)], 0, Error.TOO_MANY_LAYERS),
+        ([dict(good[0], n_out=0), dict(good[1], n_in=0)], 0, Error.ZERO_SIZE),
+        ([good[0], dict(good[1], precision=PRECISIONS.index("dfxp4"))], 0, Error.BAD_PRECISION),
+        ([good[0], dict(good[1], precision=7)], 0, Error.BAD_PRECISION),
+        ([dict(good[0], feedback=1), good[1]], 1, Error.PIPELINED_BP),
+        ([dict(good[0], feedback=1), good[1]], 0, Error.NONE),
+        ([good[0], dict(good[1], feedback=1)], 1, Error.NONE),   # the top layer's is unused
+    ]
+    runs = [(entries, {"samples": 2, "pipelined": pipelined, "serial": 0}, lambda *op: 3)
+            for entries, pipelined, _ in cases]
+    results = run_rtl(dut, runs)
+    for (entries, pipelined, want), (status, trace, counters, _) in zip(cases, results):
+        assert hardware_error(entries, max_layers=3, precisions=("dfxp8", "dfxp16"), pipelined=pipelined) == want
+        assert status.error == want, (entries, status.error)
+        if want != Error.NONE:
+            assert status.cycles == 0 and not any(trace.values())
+
+
+def test_sim_empty_table():
+    dut = PDFAController(max_layers=2, size_width=4, sample_width=4, counter_width=8)
+    (status, trace, _, _), = run_rtl(dut, [([], {"samples": 3, "pipelined": 0, "serial": 0}, None)])
+    assert status.error == Error.EMPTY_TABLE and not any(trace.values())
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(max_layers=0), ValueError, "Layer limit must be at least 1, not 0"),
+    (dict(size_width="8"), TypeError, "Size width must be an integer, not '8'"),
+    (dict(precisions=("fp16",)), ValueError, "Precisions must be a non-empty subset of"),
+    (dict(precisions=()), ValueError, "Precisions must be a non-empty subset of"),
+])
+def test_init_wrong(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        PDFAController(**kwargs)
