@@ -31,6 +31,7 @@ from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
 from .dfa_ep import DFAErrorEngine
 from .fp8_tree import FP8MacTree
 from .pe import BitScalablePE, Fixed16PE
+from .pdfa import PDFAController
 from .pe_array import PEArray
 from .tsram import TransposableSRAM
 
@@ -65,6 +66,11 @@ BLOCKS = {
     "dfa_ep": Block("edgetrain_dfa_ep",
                     lambda c: DFAErrorEngine(cols=c.dfa.classes, width=c.dfa.width, max_rows=c.dfa.max_rows),
                     "DFA error propagation: B e with B from an LFSR, masked by dReLU"),
+    "pdfa": Block("edgetrain_pdfa",
+                  lambda c: PDFAController(max_layers=c.pdfa.max_layers, size_width=c.pdfa.size_width,
+                                           sample_width=c.pdfa.sample_width, counter_width=c.pdfa.counter_width,
+                                           precisions=c.pdfa.precisions),
+                  "PDFA training controller: FF/EP/WG commands from a layer table, cycle counters"),
 }
 
 

@@ -16,9 +16,12 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from golden.pdfa_schedule import PRECISIONS
+
 
 __all__ = [
-    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "Config", "PRESETS",
+    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "Config",
+    "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
@@ -154,6 +157,45 @@ class DFAConfig:
         _check_int("dfa.max_rows", self.max_rows)
 
 
+#: Layer precisions of the training controller's table.
+LAYER_PRECISIONS = PRECISIONS
+
+
+@dataclass(frozen=True)
+class PDFAConfig:
+    """Parameters of the PDFA training controller (block 5).
+
+    Attributes
+    ----------
+    max_layers : int
+        Layer-table capacity (weight layers of the MLP).
+    size_width, sample_width, counter_width : int
+        Bits of a layer size, of a run's sample count and of the cycle counters.
+    precisions : tuple of str
+        Layer precisions the engines support, from dfxp4, dfxp8, dfxp12, dfxp16, sefp8.
+    """
+    max_layers: int = 8
+    size_width: int = 16
+    sample_width: int = 16
+    counter_width: int = 32
+    precisions: tuple = LAYER_PRECISIONS
+
+    def __post_init__(self):
+        _check_int("pdfa.max_layers", self.max_layers)
+        if self.max_layers > 64:
+            raise ConfigError(f"pdfa.max_layers must be at most 64, not {self.max_layers!r}")
+        for key in ("size_width", "sample_width", "counter_width"):
+            _check_int(f"pdfa.{key}", getattr(self, key))
+            if getattr(self, key) > 64:
+                raise ConfigError(f"pdfa.{key} must be at most 64, not {getattr(self, key)!r}")
+        if isinstance(self.precisions, list):
+            object.__setattr__(self, "precisions", tuple(self.precisions))
+        if not isinstance(self.precisions, tuple) or not self.precisions or any(
+                p not in LAYER_PRECISIONS for p in self.precisions) or len(set(self.precisions)) != len(self.precisions):
+            raise ConfigError(f"pdfa.precisions must be a non-empty list of distinct names from "
+                              f"{list(LAYER_PRECISIONS)}, not {self.precisions!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
@@ -172,6 +214,8 @@ class Config:
         Transposable SRAM wrapper.
     dfa : DFAConfig
         DFA error-propagation engine.
+    pdfa : PDFAConfig
+        PDFA training controller.
     """
     name: str = "default"
     clock_mhz: float = 250.0
@@ -179,6 +223,7 @@ class Config:
     fp8: FP8TreeConfig = field(default_factory=FP8TreeConfig)
     tsram: TSRAMConfig = field(default_factory=TSRAMConfig)
     dfa: DFAConfig = field(default_factory=DFAConfig)
+    pdfa: PDFAConfig = field(default_factory=PDFAConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -211,7 +256,8 @@ PRESETS = {
     "default": Config(),
     # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
     "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8),
-                    tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32)),
+                    tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32),
+                    pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20)),
 }
 
 

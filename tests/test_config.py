@@ -52,6 +52,9 @@ def test_overrides():
     ("tsram.tiles=0", "tsram.tiles must be an integer >= 1, not 0"),
     ("dfa.width=1", "dfa.width must be an integer >= 2, not 1"),
     ("dfa.classes=0", "dfa.classes must be an integer >= 1, not 0"),
+    ("pdfa.max_layers=0", "pdfa.max_layers must be an integer >= 1, not 0"),
+    ("pdfa.counter_width=65", "pdfa.counter_width must be at most 64, not 65"),
+    ('pdfa.precisions=["fp16"]', "pdfa.precisions must be a non-empty list of distinct names from"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -88,5 +91,6 @@ def test_load_toml_missing(tmp_path):
 
 def test_parameter_keys():
     assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
-                                "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
+                                "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
+                                "pdfa.size_width", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
                                 "tsram.n", "tsram.tiles", "tsram.width"]
