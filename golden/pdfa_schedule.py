@@ -61,7 +61,7 @@ import math
 
 __all__ = [
     "PRECISIONS", "Error", "Feedback", "encode", "hardware_error", "ENGINES", "Engine", "Layer", "Op", "Schedule", "TableError", "check_table", "mlp",
-    "program", "dependencies", "op_matrix", "simulate", "schedule",
+    "program", "dependencies", "op_matrix", "engine_durations", "simulate", "schedule",
 ]
 
 #: Operand formats of a layer, in the order of their 3-bit hardware codes.
@@ -263,7 +263,8 @@ def op_matrix(table, engine, layer):
     return entry.n_out, table[-1].n_out, entry.precision
 
 
-def _default_duration(table, engines, batch):
+def engine_durations(table, engines, batch=1):
+    """``duration(engine, layer, sample)`` of every operation of ``table`` on ``engines`` (:class:`Engine` by name)."""
     def duration(engine, layer, sample):
         rows, cols, precision = op_matrix(table, engine, layer)
         if engine == "EP" and table[layer].feedback == "dfa":
@@ -284,7 +285,7 @@ def simulate(table, samples, *, pipelined=False, serial=False, engines=None, bat
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise ValueError(f"Sample count must be a non-negative integer, not {samples!r}")
     engines = {name: Engine(64) for name in ENGINES} | dict(engines or {})
-    duration = duration or _default_duration(table, engines, batch)
+    duration = duration or engine_durations(table, engines, batch)
     ready = ready or (lambda engine, cycle: True)
     layers = len(table)
     queues = {name: program(name, layers, samples, pipelined=pipelined) for name in ENGINES}

@@ -3,10 +3,12 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from golden.pdfa_schedule import (PRECISIONS, Error, Layer, encode, hardware_error, mlp, op_matrix, simulate)
-from hw.pdfa import PDFAController
-from verif.runner import run_bench
+from golden.pdfa_schedule import PRECISIONS, Error, Layer, encode, hardware_error, mlp
 from hw.config import preset
+from hw.pdfa import PDFAController
+from verif import pdfa_trace
+from verif.pdfa_trace import COMMAND_FIELDS
+from verif.runner import run_bench
 
 from .sim_streams import stream_put
 
@@ -75,22 +77,10 @@ def random_durations(rng, low=1, high=12):
 
 def check_run(table, samples, pipelined, serial, result, duration):
     status, trace, counters, patterns = result
-    assert status.error == Error.NONE
-    want = simulate(table, samples, pipelined=pipelined, serial=serial, duration=duration,
-                    ready=lambda e, c: patterns[e][c])
-    assert status.cycles == want.cycles
-    for e in ("FF", "EP", "WG"):
-        ops = [op for op in want.ops if op.engine == e]
-        got = trace[e]
-        assert [(op.start, op.end) for op in ops] == [(issue, done) for issue, done, _ in got], e
-        for op, (_, _, payload) in zip(ops, got):
-            rows, cols, precision = op_matrix(table, e, op.layer)
-            entry = table[op.layer]
-            assert (payload.layer, payload.sample, payload.rows, payload.cols, payload.precision,
-                    payload.feedback, payload.lr_shift) == (
-                op.layer, op.sample, rows, cols, PRECISIONS.index(precision), int(entry.feedback == "bp"),
-                entry.lr_shift)
-        assert counters[e] == (want.busy[e], want.stall[e], want.idle[e]), e
+    fields = {e: [(issue, done, {f: int(getattr(p, f)) for f in COMMAND_FIELDS}) for issue, done, p in ops]
+              for e, ops in trace.items()}
+    pdfa_trace.check_run(table, samples, pipelined=pipelined, serial=serial, error=status.error,
+                         cycles=status.cycles, trace=fields, counters=counters, ready=patterns, duration=duration)
 
 
 def random_table(rng, layers, pipelined, size=40):
@@ -158,3 +148,8 @@ def test_sim_empty_table():
 def test_init_wrong(kwargs, exc, message):
     with pytest.raises(exc, match=message):
         PDFAController(**kwargs)
+
+
+def test_bench(simulator):
+    result = run_bench("pdfa", preset("small"), simulator)
+    assert result.tests >= 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
