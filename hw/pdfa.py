@@ -46,6 +46,11 @@ def command_layout(max_layers, size_width, sample_width):
     })
 
 
+def _past(t, p, sample, position):
+    """An engine whose oldest operation not yet done is ``(t, p)`` has done ``(sample, position)``."""
+    return (t > sample) | ((t == sample) & (p > position))
+
+
 class PDFAController(wiring.Component):
     """Layer-table driven scheduler of the FF, EP and WG engines, with per-engine cycle counters.
 
@@ -55,7 +60,8 @@ class PDFAController(wiring.Component):
     no command. A good one runs: commands go out on ``<engine>_cmd`` and each engine answers every command
     with one transfer on ``<engine>_done``; ``wg_done`` is taken only when the update may be written (the
     WG commit rule), the others at once. When every operation is done, ``status`` carries ``NONE`` and the
-    run's cycle count. ``table`` and ``start`` are taken only between runs (``running`` low).
+    run's cycle count. ``table`` and ``start`` are taken only between runs (``running`` low), and
+    ``start`` not while a table entry is offered.
 
     Counters ``<engine>_busy``, ``_stall`` and ``_idle`` count, for each cycle of the last run, whether the
     engine had a command outstanding (or took one), was offered one it did not take, or neither; they sum to
@@ -124,7 +130,8 @@ class PDFAController(wiring.Component):
         error = Signal(3)
         cycles = Signal(self._counter_width)
         m.d.comb += [self.running.eq(running | reporting),
-                     self.table.ready.eq(~running & ~reporting), self.start.ready.eq(~running & ~reporting)]
+                     self.table.ready.eq(~running & ~reporting),
+                     self.start.ready.eq(~running & ~reporting & ~self.table.valid)]   # the table goes first
 
         with m.If(self.table.valid & self.table.ready):
             entry = self.table.payload
@@ -171,8 +178,7 @@ class PDFAController(wiring.Component):
         all_finished = finished["ff"] & finished["ep"] & finished["wg"]
 
         def done_before(engine, sample, position):
-            """Operation (sample, position) of `engine` is done: its counter has moved past it."""
-            return (t[engine] > sample) | ((t[engine] == sample) & (p[engine] > position))
+            return _past(t[engine], p[engine], sample, position)
 
         def layer_of(engine, position):
             top = length - (2 if engine == "ep" else 1)

@@ -3,12 +3,16 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
+import hw.pdfa
+
 from golden.pdfa_schedule import PRECISIONS, Error, Layer, encode, hardware_error, mlp
 from hw.config import preset
 from hw.pdfa import PDFAController
 from verif import pdfa_trace
 from verif.pdfa_trace import COMMAND_FIELDS
+from verif.pdfa_formal import run_sby
 from verif.runner import run_bench
+from verif.tsram_formal import formal_status
 
 from .sim_streams import stream_put
 
@@ -153,3 +157,46 @@ def test_init_wrong(kwargs, exc, message):
 def test_bench(simulator):
     result = run_bench("pdfa", preset("small"), simulator)
     assert result.tests >= 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+# -- formal ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def formal():
+    available, reason = formal_status()
+    if not available:
+        pytest.skip(reason)
+
+
+def test_formal_bmc(formal, tmp_path):
+    # Weight versions, stream rules and no deadlock from reset to depth 20 (a full three-layer pipelined
+    # run of three samples takes 31 cycles: see the cover; the slow test goes to 32).
+    passed, log = run_sby(tmp_path, mode="bmc", depth=20)
+    assert passed, log[-2000:]
+
+
+def test_formal_cover(formal, tmp_path):
+    passed, log = run_sby(tmp_path, mode="cover", depth=40)
+    assert passed and "Reached cover statement" in log, log[-2000:]
+
+
+@pytest.mark.slow
+def test_formal_bmc_deep(formal, tmp_path):
+    passed, log = run_sby(tmp_path, mode="bmc", depth=32)
+    assert passed, log[-2000:]
+
+
+def test_formal_catches_an_early_read(formal, tmp_path, monkeypatch):
+    # Not vacuous: counting an operation as done while it is still outstanding lets a read overtake a write.
+    monkeypatch.setattr(hw.pdfa, "_past", lambda t, p, sample, position:
+                        (t > sample) | ((t == sample) & (p >= position)))
+    passed, log = run_sby(tmp_path, mode="bmc", depth=20)
+    assert not passed and "Assert failed" in log
+
+
+def test_formal_catches_a_deadlock(formal, tmp_path, monkeypatch):
+    # Waiting for the operation one sample later (FF(l, t) for WG(l, t)) deadlocks the run.
+    monkeypatch.setattr(hw.pdfa, "_past", lambda t, p, sample, position:
+                        (t > sample + 1) | ((t == sample + 1) & (p > position)))
+    passed, log = run_sby(tmp_path, mode="bmc", depth=20)
+    assert not passed and "Assert failed" in log
