@@ -34,6 +34,8 @@ from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
 from .pe_array import PEArray
 from .tsram import TransposableSRAM
+from .zero_skip import ZeroSkip
+from .zvc import ZVCDecoder, ZVCEncoder
 
 
 __all__ = ["BLOCKS", "Block", "elaborate", "generate", "main"]
@@ -71,6 +73,14 @@ BLOCKS = {
                                            sample_width=c.pdfa.sample_width, counter_width=c.pdfa.counter_width,
                                            precisions=c.pdfa.precisions),
                   "PDFA training controller: FF/EP/WG commands from a layer table, cycle counters"),
+    "zero_skip": Block("edgetrain_zero_skip",
+                       lambda c: ZeroSkip(window=c.sparsity.window, slots=c.sparsity.slots, width=c.sparsity.width,
+                                          weight_width=c.sparsity.weight_width, depth=c.sparsity.depth),
+                       "input zero-skip unit: non-zero (value, index, weight) into compute slots"),
+    "zvc_enc": Block("edgetrain_zvc_enc", lambda c: ZVCEncoder(n=c.sparsity.zvc_n, width=c.sparsity.zvc_width),
+                     "zero-value compression encoder (mask + packed non-zeros)"),
+    "zvc_dec": Block("edgetrain_zvc_dec", lambda c: ZVCDecoder(n=c.sparsity.zvc_n, width=c.sparsity.zvc_width),
+                     "zero-value compression decoder"),
 }
 
 

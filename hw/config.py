@@ -20,7 +20,8 @@ from golden.pdfa_schedule import PRECISIONS
 
 
 __all__ = [
-    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "Config",
+    "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "SparsityConfig",
+    "Config",
     "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
@@ -197,6 +198,41 @@ class PDFAConfig:
 
 
 @dataclass(frozen=True)
+class SparsityConfig:
+    """Parameters of the sparsity logic (block 4).
+
+    Attributes
+    ----------
+    window, slots : int
+        Zero-skip unit: elements read per cycle (lookahead window) and compute slots fed per cycle.
+    width, weight_width : int
+        Bits of an activation element and of a weight.
+    depth : int
+        Longest vector the zero-skip unit indexes, and words of its weight memory.
+    zvc_n, zvc_width : int
+        ZVC encoder/decoder: elements per vector and bits per word.
+    """
+    window: int = 32
+    slots: int = 4
+    width: int = 16
+    weight_width: int = 16
+    depth: int = 256
+    zvc_n: int = 16
+    zvc_width: int = 16
+
+    def __post_init__(self):
+        for key in ("window", "slots", "depth", "zvc_n", "zvc_width"):
+            _check_int(f"sparsity.{key}", getattr(self, key))
+        _check_int("sparsity.width", self.width, minimum=2)
+        _check_int("sparsity.weight_width", self.weight_width, minimum=2)
+        if self.window < self.slots:
+            raise ConfigError(f"sparsity.window must be at least sparsity.slots ({self.slots}), not {self.window}")
+        if self.window > 128 or self.zvc_n > 256:
+            raise ConfigError(f"sparsity.window must be at most 128 and sparsity.zvc_n at most 256, "
+                              f"not {self.window} and {self.zvc_n}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -216,6 +252,8 @@ class Config:
         DFA error-propagation engine.
     pdfa : PDFAConfig
         PDFA training controller.
+    sparsity : SparsityConfig
+        Zero-skip unit and ZVC encoder/decoder.
     """
     name: str = "default"
     clock_mhz: float = 250.0
@@ -224,6 +262,7 @@ class Config:
     tsram: TSRAMConfig = field(default_factory=TSRAMConfig)
     dfa: DFAConfig = field(default_factory=DFAConfig)
     pdfa: PDFAConfig = field(default_factory=PDFAConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -257,7 +296,9 @@ PRESETS = {
     # Small enough for both simulators in the default test run, non-square to catch row/column mix-ups.
     "small": Config(name="small", pe=PEArrayConfig(rows=2, cols=3, max_k=64), fp8=FP8TreeConfig(k=8),
                     tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32),
-                    pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20)),
+                    pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20),
+                    sparsity=SparsityConfig(window=8, slots=3, width=8, weight_width=8, depth=40, zvc_n=12,
+                                            zvc_width=8)),
 }
 
 

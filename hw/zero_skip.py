@@ -89,13 +89,15 @@ class ZeroSkip(wiring.Component):
 
         # Output beat: up to the first end among the first `slots` entries, else `slots` entries when one
         # more follows them (so that a vector's newest entry stays queued until its end is known).
+        # (Plain expressions, not comb If blocks: an always block whose inputs never change would stay X in
+        # some event-driven simulators.)
         take = Signal(range(s + 1))
         last = Signal()
+        ends = [(i < count) & end[i] for i in range(s)]
+        choice = Mux(count > s, s, 0)
         for i in reversed(range(s)):
-            with m.If((i < count) & end[i]):
-                m.d.comb += [take.eq(i + 1), last.eq(1)]
-        with m.If(~last & (count > s)):
-            m.d.comb += take.eq(s)
+            choice = Mux(ends[i], i + 1, choice)
+        m.d.comb += [take.eq(choice), last.eq(_any(ends))]
         m.d.comb += [self.o.valid.eq(take != 0), self.o.payload.last.eq(last)]
         for i in range(s):
             slot = self.o.payload.slots[i]
@@ -130,11 +132,9 @@ class ZeroSkip(wiring.Component):
         is_last = accept & self.i.payload.last
         mark_prev = Signal()
         marker = Signal()
-        with m.If(is_last & (nnz == 0)):
-            with m.If((base != 0) & ~_select(end, count - 1)):
-                m.d.comb += mark_prev.eq(1)
-            with m.Else():
-                m.d.comb += marker.eq(1)
+        empty_end = is_last & (nnz == 0)
+        m.d.comb += [mark_prev.eq(empty_end & (base != 0) & ~_select(end, count - 1)),
+                     marker.eq(empty_end & ~mark_prev)]
         pushed = Signal(range(n + 2))
         m.d.comb += pushed.eq(Mux(accept, nnz + marker, 0))
 
@@ -163,6 +163,13 @@ class ZeroSkip(wiring.Component):
             with m.If(dropped):
                 m.d.sync += self.error.eq(1)
         return m
+
+
+def _any(values):
+    result = 0
+    for v in values:
+        result = result | v
+    return result
 
 
 def _select(signals, index):

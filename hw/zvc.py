@@ -57,12 +57,10 @@ class ZVCEncoder(wiring.Component):
         element = _lowest(remaining, n)
         word = Signal(w)
         is_last = Signal()
-        with m.If(head < heads):
-            m.d.comb += word.eq(mask.word_select(head, w))
-            m.d.comb += is_last.eq((head == heads - 1) & (remaining == 0))
-        with m.Else():
-            m.d.comb += word.eq(vector[element])
-            m.d.comb += is_last.eq((remaining & (remaining - 1)) == 0)
+        in_head = head < heads
+        m.d.comb += [word.eq(Mux(in_head, mask.word_select(head, w), vector[element])),
+                     is_last.eq(Mux(in_head, (head == heads - 1) & (remaining == 0),
+                                    (remaining & (remaining - 1)) == 0))]
         m.d.comb += [self.o.valid.eq(active), self.o.payload.word.eq(word), self.o.payload.last.eq(is_last)]
         sent = self.o.valid & self.o.ready
         with m.If(sent):
@@ -114,11 +112,10 @@ class ZVCDecoder(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             with m.If(head < heads):
                 new_mask = Signal(heads * w)
-                m.d.comb += new_mask.eq(mask | (word << (head * w)))
+                m.d.comb += new_mask.eq(Mux(head == 0, word, mask | (word << (head * w))))
                 m.d.sync += [mask.eq(new_mask), head.eq(head + 1)]
                 with m.If(head == 0):
                     m.d.sync += vector.eq(0)
-                    m.d.comb += new_mask.eq(word)
                 with m.If(head == heads - 1):
                     m.d.sync += remaining.eq(new_mask[:n])
                     complete = new_mask[:n] == 0

@@ -55,6 +55,8 @@ def test_overrides():
     ("pdfa.max_layers=0", "pdfa.max_layers must be an integer >= 1, not 0"),
     ("pdfa.counter_width=65", "pdfa.counter_width must be at most 64, not 65"),
     ('pdfa.precisions=["fp16"]', "pdfa.precisions must be a non-empty list of distinct names from"),
+    ("sparsity.slots=64", "sparsity.window must be at least sparsity.slots (64), not 32"),
+    ("sparsity.width=1", "sparsity.width must be an integer >= 2, not 1"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -93,4 +95,6 @@ def test_parameter_keys():
     assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
+                                "sparsity.depth", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
+                                "sparsity.window", "sparsity.zvc_n", "sparsity.zvc_width",
                                 "tsram.n", "tsram.tiles", "tsram.width"]

@@ -6,7 +6,9 @@ from amaranth.sim import Simulator
 
 from golden import sparsity
 from hw.zero_skip import ZeroSkip
+from hw.config import preset
 from hw.zvc import ZVCDecoder, ZVCEncoder
+from verif.runner import run_bench
 
 from .sim_streams import stream_get, stream_put
 
@@ -226,3 +228,16 @@ def test_sim_zvc_decoder_flags_a_bad_record():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [1]
+
+
+# -- cocotb benches on the generated Verilog --------------------------------------------------------------
+
+def test_bench_zero_skip(simulator):
+    result = run_bench("zero_skip", preset("small"), simulator)
+    assert result.tests >= 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+@pytest.mark.parametrize("block", ["zvc_enc", "zvc_dec"])
+def test_bench_zvc(simulator, block):
+    result = run_bench(block, preset("small"), simulator)
+    assert result.tests == 1 and result.passed, f"seed {result.seed}, log {result.run_dir}"
