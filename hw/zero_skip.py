@@ -114,18 +114,27 @@ class ZeroSkip(wiring.Component):
         m.d.comb += self.i.ready.eq(count + n + 1 <= cap)
         accept = self.i.valid & self.i.ready
         values = self.i.payload.values
-        first_index = chunk * n
+        first_index = Signal(range(n * (-(-depth // n) + 1)))
+        m.d.comb += first_index.eq(chunk * n)
         in_range = [first_index + j < depth for j in range(n)]
         nonzero = [(values[j] != 0) & in_range[j] for j in range(n)]
         dropped = 0
         for j in range(n):
             dropped = dropped | ((values[j] != 0) & ~in_range[j])
-        prefix, running = [], 0
+        # Prefix sums: element j goes to compacted position prefix[j]; compacted position k takes the
+        # element whose prefix is k (only elements j >= k can).
+        prefix = [Signal(range(n + 1), name=f"prefix{j}") for j in range(n + 1)]
         for j in range(n):
-            prefix.append(running)
-            running = running + nonzero[j]
-        nnz = Signal(range(n + 1))
-        m.d.comb += nnz.eq(running)
+            m.d.comb += prefix[j + 1].eq(prefix[j] + nonzero[j])
+        nnz = prefix[n]
+        packed_value = [Signal(signed(self._width), name=f"packed_value{k}") for k in range(n)]
+        packed_offset = [Signal(range(n), name=f"packed_offset{k}") for k in range(n)]
+        for k in range(n):
+            v, o = 0, 0
+            for j in reversed(range(k, n)):
+                hit = nonzero[j] & (prefix[j] == k)
+                v, o = Mux(hit, values[j], v), Mux(hit, j, o)
+            m.d.comb += [packed_value[k].eq(v), packed_offset[k].eq(o)]
 
         # The vector's end: on the last compacted element, else on the newest queued entry of this vector,
         # else a marker entry of its own.
@@ -147,12 +156,12 @@ class ZeroSkip(wiring.Component):
                     m.d.sync += [value[i].eq(value[j]), index[i].eq(index[j]), has[i].eq(has[j]),
                                  end[i].eq(end[j] | (mark_prev & (i == base - 1)))]
             # New entry i is compacted element number i - base.
+            offset = Signal(range(-cap, cap), name=f"offset{i}")
+            m.d.comb += offset.eq(i - base)
             with m.If(~kept & (i < base + pushed)):
-                m.d.sync += [has[i].eq(~marker), value[i].eq(0), index[i].eq(0), end[i].eq(marker)]
-                for j in range(n):
-                    with m.If(nonzero[j] & (prefix[j] == i - base)):
-                        m.d.sync += [value[i].eq(values[j]), index[i].eq(first_index + j),
-                                     end[i].eq(is_last & (prefix[j] + 1 == nnz))]
+                m.d.sync += [has[i].eq(~marker), value[i].eq(Mux(marker, 0, _select(packed_value, offset))),
+                             index[i].eq(Mux(marker, 0, first_index + _select(packed_offset, offset))),
+                             end[i].eq(marker | (is_last & (offset + 1 == nnz)))]
         m.d.sync += count.eq(base + pushed)
 
         with m.If(accept):

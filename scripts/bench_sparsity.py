@@ -1,0 +1,182 @@
+"""Benchmark of the sparsity logic: zero-skip speedup against sparsity, ZVC compression, slice skipping, and
+the skip logic's area next to the PE array it feeds.
+
+* Zero skip (simulated, the cocotb bench's ``throughput`` test, every beat still checked against golden):
+  cycles of the zero-skip unit for vectors of ``sparsity.depth`` elements at sparsity s in {0, 0.25, 0.5,
+  0.75, 0.9} (random values, zeros placed at random) and for real tensors - the hidden ReLU activations and
+  the errors of an MLP trained with DFA on scikit-learn's digits in DFXP-16 (:mod:`golden.training`).
+  Dense reference: the same vectors at ``slots`` elements per cycle. Reported: speedup = dense / measured,
+  the ideal 1 / (1 - s) with s the measured fraction of zeros, and their ratio (target >= 0.9 for s <= 0.8);
+  at s = 0 the throughput against dense (target >= 0.98).
+* ZVC (:func:`golden.sparsity.zvc_encode`, the format the encoder and decoder benches match bit for bit):
+  compression ratio raw / compressed words for ``sparsity.zvc_n``-element vectors, against the ideal that
+  stores the non-zeros only.
+* Slice skipping (model, :func:`golden.sparsity.slice_products`; the PE does not skip slices yet): 4-bit
+  slice products of the weight-gradient GEMM ``d a^T`` on the real DFXP-16 error and activation codes, with
+  and without skipping zero and sign-extension slices.
+* Area: the zero-skip unit, the ZVC encoder and decoder and the PE array synthesized in the same run.
+
+Writes ``reports/bench/sparsity.json``.
+
+Usage: ``python scripts/bench_sparsity.py [--preset P] [--set sparsity.window=64 ...] [--vectors N]
+[--no-synth] [--sim verilator|icarus]``
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import rtlil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
+from golden import sparsity                      # noqa: E402
+from hw import synth                             # noqa: E402
+from hw.build import BLOCKS                      # noqa: E402
+from verif.runner import run_bench               # noqa: E402
+
+LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9)
+TARGET_RATIO, TARGET_DENSE = 0.9, 0.98
+
+
+def training_tensors(epochs=3):
+    """DFXP-16 codes of the hidden activations (ReLU outputs) and errors of a DFA-trained digits MLP."""
+    from golden.training import TrainConfig, Trainer
+    trainer = Trainer(TrainConfig(sizes=(64, 128, 128, 10), algorithm="dfa", arithmetic="dfxp16", epochs=epochs))
+    for _ in range(epochs):
+        trainer.epoch()
+    record = {}
+    trainer.step(trainer.data[0][:16], trainer.data[1][:16], record=record)
+    return record
+
+
+def main(argv=None):
+    parser = benchlib.parser(__doc__.splitlines()[0], "sparsity.json")
+    parser.add_argument("--vectors", type=int, default=48, help="random vectors per sparsity level (default 48)")
+    parser.add_argument("--no-synth", action="store_true", help="skip the area figures")
+    args = parser.parse_args(argv)
+    config = benchlib.resolve(parser, args)
+    cfg = config.sparsity
+    if args.vectors < 1:
+        parser.error(f"--vectors must be a positive integer, not {args.vectors}")
+    if cfg.width < 16:
+        parser.error(f"sparsity.width must be at least 16 for the DFXP-16 training tensors, not {cfg.width}")
+
+    rng = np.random.default_rng(args.seed)
+    lo, hi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
+    sets = {}
+    for s in LEVELS:
+        values = rng.integers(lo, hi + 1, (args.vectors, cfg.depth))
+        values[values == 0] = 1
+        zeros = np.argsort(rng.random((args.vectors, cfg.depth)), axis=1)[:, :round(s * cfg.depth)]
+        np.put_along_axis(values, zeros, 0, axis=1)
+        sets[f"random_s{s}"] = values.tolist()
+    print("[1/4] training the digits MLP for real activations and errors", flush=True)
+    record = training_tensors()
+    real = {"activations_a1": record["a1.codes"], "activations_a2": record["a2.codes"],
+            "errors_e0": record["e0.codes"], "errors_e1": record["e1.codes"]}
+    for name, codes in real.items():
+        sets[name] = [codes[:cfg.depth, col].tolist() for col in range(codes.shape[1])]
+    weights = rng.integers(lo, hi + 1, cfg.depth).tolist()
+
+    print(f"[2/4] simulating the zero-skip unit: {sum(len(v) for v in sets.values())} vectors ({args.sim})",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "zs.json"
+        result = run_bench("zero_skip", config, args.sim, testcase="throughput", seed=args.seed,
+                           extra_env={"EDGETRAIN_ZS_RUNS": json.dumps({"weights": weights, "sets": sets}),
+                                      "EDGETRAIN_ZS_OUT": str(out)})
+        if not result.passed or not out.exists():
+            sys.exit(f"zero-skip bench failed (log: {result.run_dir / 'sim.log'})")
+        measured = {r["name"]: r for r in json.loads(out.read_text())}
+
+    zero_skip = []
+    for name, vectors in sets.items():
+        flat = np.concatenate([np.asarray(v) for v in vectors])
+        s = float(np.mean(flat == 0))
+        dense = sparsity.dense_cycles(vectors, cfg.slots)
+        cycles = measured[name]["cycles"]
+        speedup = dense / cycles
+        ideal = 1 / (1 - s) if s < 1 else float("inf")
+        bound = sparsity.zero_skip_ideal_cycles(vectors, cfg.slots, cfg.window)
+        zero_skip.append({
+            "set": name, "vectors": len(vectors), "sparsity": round(s, 4), "cycles": cycles, "dense_cycles": dense,
+            "speedup": round(speedup, 4), "ideal_speedup": round(ideal, 4),
+            "speedup_over_ideal": round(speedup / ideal, 4),
+            "schedule_bound_cycles": bound,
+            "meets_target": (speedup / ideal >= TARGET_RATIO) if s <= 0.8 else None,
+        })
+    dense_run = next(z for z in zero_skip if z["set"] == "random_s0.0")
+
+    print("[3/4] ZVC and slice skipping", flush=True)
+    zvc = []
+    n, width = cfg.zvc_n, cfg.zvc_width
+    zvc_sets = {name: np.asarray(v) for name, v in sets.items()}
+    for name, values in zvc_sets.items():
+        flat = values.ravel()
+        flat = np.concatenate([flat, np.zeros(-len(flat) % n, dtype=flat.dtype)]).reshape(-1, n)
+        compressed = sum(sparsity.zvc_words(v, width) for v in flat)
+        nonzero = int(np.count_nonzero(flat))
+        zvc.append({"set": name, "sparsity": round(float(np.mean(flat == 0)), 4), "raw_words": flat.size,
+                    "compressed_words": compressed, "ratio": round(flat.size / compressed, 4),
+                    "ideal_ratio": round(flat.size / max(nonzero, 1), 4),
+                    "ratio_over_ideal": round((flat.size / compressed) / (flat.size / max(nonzero, 1)), 4)})
+    slices = []
+    for layer in (0, 1):
+        d, a = record[f"e{layer}.codes"], record[f"a{layer}.codes"]   # WG: G = d a^T
+        pairs_d = np.repeat(d[:, None, :], a.shape[0], axis=1)
+        pairs_a = np.repeat(a[None, :, :], d.shape[0], axis=0)
+        dense_p, skipped_p = sparsity.slice_products(pairs_d, pairs_a, 16, 16)
+        slices.append({"gemm": f"WG layer {layer}: e{layer} x a{layer}^T", "dense_slice_products": dense_p,
+                       "needed_slice_products": skipped_p, "speedup": round(dense_p / skipped_p, 4)})
+
+    area = None
+    if not args.no_synth:
+        print("[4/4] synthesizing the zero-skip unit, the ZVC encoder/decoder and the PE array", flush=True)
+        area = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for block in ("zero_skip", "zvc_enc", "zvc_dec", "pe_array"):
+                design = BLOCKS[block].make(config)
+                area[block] = synth.synthesize(rtlil.convert(design, name=block, emit_src=False), block,
+                                               Path(tmp) / block)
+        skip = area["zero_skip"]["nand2_equivalents"]
+        array = area["pe_array"]["nand2_equivalents"]
+        area = {
+            "zero_skip_nand2": skip, "zero_skip_memory_bits": area["zero_skip"]["memory_bits"],
+            "zvc_encoder_nand2": area["zvc_enc"]["nand2_equivalents"],
+            "zvc_decoder_nand2": area["zvc_dec"]["nand2_equivalents"],
+            "pe_array_nand2": array, "zero_skip_over_pe_array": round(skip / array, 4), "synthesis": area,
+        }
+    else:
+        print("[4/4] synthesis skipped (--no-synth)", flush=True)
+
+    report = {
+        "config": config.to_dict(), "simulator": args.sim, "seed": args.seed,
+        "zero_skip": {"window": cfg.window, "slots": cfg.slots, "depth": cfg.depth, "runs": zero_skip,
+                      "dense_throughput": round(dense_run["speedup"], 4),
+                      "target_speedup_over_ideal": TARGET_RATIO, "target_dense_throughput": TARGET_DENSE},
+        "zvc": {"n": n, "width": width, "runs": zvc},
+        "slice_skip": slices,
+        "area": area,
+    }
+    path = benchlib.write_json(args.out, report)
+    for z in zero_skip:
+        print(f"{z['set']:<18} s={z['sparsity']:.3f} speedup {z['speedup']:.3f} ideal {z['ideal_speedup']:.3f} "
+              f"ratio {z['speedup_over_ideal']:.3f}")
+    for z in zvc:
+        print(f"ZVC {z['set']:<18} ratio {z['ratio']:.3f} ideal {z['ideal_ratio']:.3f}")
+    for sl in slices:
+        print(f"slice skip {sl['gemm']}: {sl['speedup']:.3f}x")
+    if area:
+        print(f"zero-skip unit {area['zero_skip_nand2']:.0f} NAND2 eq. = {area['zero_skip_over_pe_array']:.4f} of the "
+              f"PE array ({area['pe_array_nand2']:.0f})")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
