@@ -33,6 +33,7 @@ from .fp8_tree import FP8MacTree
 from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
 from .pe_array import PEArray
+from .row_skip import RowSkipper
 from .tsram import TransposableSRAM
 from .zero_skip import ZeroSkip
 from .zvc import ZVCDecoder, ZVCEncoder
@@ -81,6 +82,9 @@ BLOCKS = {
                      "zero-value compression encoder (mask + packed non-zeros)"),
     "zvc_dec": Block("edgetrain_zvc_dec", lambda c: ZVCDecoder(n=c.sparsity.zvc_n, width=c.sparsity.zvc_width),
                      "zero-value compression decoder"),
+    "row_skip": Block("edgetrain_row_skip",
+                      lambda c: RowSkipper(lanes=c.sparsity.mask_lanes, max_rows=c.sparsity.max_rows),
+                      "dReLU mask buffer and EP row skipper"),
 }
 
 

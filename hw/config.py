@@ -211,6 +211,8 @@ class SparsityConfig:
         Longest vector the zero-skip unit indexes, and words of its weight memory.
     zvc_n, zvc_width : int
         ZVC encoder/decoder: elements per vector and bits per word.
+    mask_lanes, max_rows : int
+        dReLU mask buffer and EP row skipper: mask bits per word, largest layer.
     """
     window: int = 32
     slots: int = 4
@@ -219,9 +221,11 @@ class SparsityConfig:
     depth: int = 256
     zvc_n: int = 16
     zvc_width: int = 16
+    mask_lanes: int = 16
+    max_rows: int = 1024
 
     def __post_init__(self):
-        for key in ("window", "slots", "depth", "zvc_n", "zvc_width"):
+        for key in ("window", "slots", "depth", "zvc_n", "zvc_width", "mask_lanes", "max_rows"):
             _check_int(f"sparsity.{key}", getattr(self, key))
         _check_int("sparsity.width", self.width, minimum=2)
         _check_int("sparsity.weight_width", self.weight_width, minimum=2)
@@ -298,7 +302,7 @@ PRESETS = {
                     tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32),
                     pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20),
                     sparsity=SparsityConfig(window=8, slots=3, width=8, weight_width=8, depth=40, zvc_n=12,
-                                            zvc_width=8)),
+                                            zvc_width=8, mask_lanes=4, max_rows=64)),
 }
 
 

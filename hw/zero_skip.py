@@ -71,7 +71,9 @@ class ZeroSkip(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, s, depth = self._window, self._slots, self._depth
-        cap = n + 2 * s                                  # queue entries
+        # Queue entries. A beat is taken when at most cap - n - 1 = 2s entries are queued; draining s per
+        # cycle, the queue then still holds more than s, so the output never waits on the input.
+        cap = n + 2 * s + 1
         iw = max(1, (depth - 1).bit_length())
 
         m.submodules.mem = mem = Memory(shape=signed(self._weight_width), depth=depth, init=[])

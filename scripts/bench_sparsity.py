@@ -8,13 +8,17 @@ the skip logic's area next to the PE array it feeds.
   Dense reference: the same vectors at ``slots`` elements per cycle. Reported: speedup = dense / measured,
   the ideal 1 / (1 - s) with s the measured fraction of zeros, and their ratio (target >= 0.9 for s <= 0.8);
   at s = 0 the throughput against dense (target >= 0.98).
+* EP row skip (simulated, the row skipper's ``throughput`` test): cycles to list the rows error
+  propagation must compute, for the ReLU derivatives of every hidden layer of the trained MLP and for random
+  masks; against the dense row count and the ideal (the rows whose bit is 1).
 * ZVC (:func:`golden.sparsity.zvc_encode`, the format the encoder and decoder benches match bit for bit):
   compression ratio raw / compressed words for ``sparsity.zvc_n``-element vectors, against the ideal that
   stores the non-zeros only.
 * Slice skipping (model, :func:`golden.sparsity.slice_products`; the PE does not skip slices yet): 4-bit
   slice products of the weight-gradient GEMM ``d a^T`` on the real DFXP-16 error and activation codes, with
   and without skipping zero and sign-extension slices.
-* Area: the zero-skip unit, the ZVC encoder and decoder and the PE array synthesized in the same run.
+* Area: the zero-skip unit, the row skipper, the ZVC encoder and decoder and the PE array synthesized in
+  the same run.
 
 Writes ``reports/bench/sparsity.json``.
 
@@ -87,10 +91,10 @@ def main(argv=None):
     print(f"[2/4] simulating the zero-skip unit: {sum(len(v) for v in sets.values())} vectors ({args.sim})",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "zs.json"
+        out, runs = Path(tmp) / "zs.json", Path(tmp) / "runs.json"
+        runs.write_text(json.dumps({"weights": weights, "sets": sets}))
         result = run_bench("zero_skip", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_ZS_RUNS": json.dumps({"weights": weights, "sets": sets}),
-                                      "EDGETRAIN_ZS_OUT": str(out)})
+                           extra_env={"EDGETRAIN_ZS_RUNS": str(runs), "EDGETRAIN_ZS_OUT": str(out)})
         if not result.passed or not out.exists():
             sys.exit(f"zero-skip bench failed (log: {result.run_dir / 'sim.log'})")
         measured = {r["name"]: r for r in json.loads(out.read_text())}
@@ -113,7 +117,28 @@ def main(argv=None):
         })
     dense_run = next(z for z in zero_skip if z["set"] == "random_s0.0")
 
-    print("[3/4] ZVC and slice skipping", flush=True)
+    print("[3/4] EP row skip, ZVC and slice skipping", flush=True)
+    masks = {f"drelu{l}": [record[f"drelu{l}"][:cfg.max_rows, col].tolist()
+                           for col in range(record[f"drelu{l}"].shape[1])] for l in (0, 1)}
+    for s in (0.25, 0.5, 0.75):
+        masks[f"random_s{s}"] = (rng.random((16, min(cfg.max_rows, 256))) >= s).astype(int).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        out, runs = Path(tmp) / "rs.json", Path(tmp) / "runs.json"
+        runs.write_text(json.dumps(masks))
+        result = run_bench("row_skip", config, args.sim, testcase="throughput", seed=args.seed,
+                           extra_env={"EDGETRAIN_RS_RUNS": str(runs), "EDGETRAIN_RS_OUT": str(out)})
+        if not result.passed or not out.exists():
+            sys.exit(f"row-skip bench failed (log: {result.run_dir / 'sim.log'})")
+        listed = {r["name"]: r["cycles"] for r in json.loads(out.read_text())}
+    row_skip = []
+    for name, sets in masks.items():
+        dense = sum(len(mask) for mask in sets)
+        needed = sum(len(sparsity.ep_rows(mask)) for mask in sets)
+        row_skip.append({"set": name, "masks": len(sets), "rows": dense, "rows_to_compute": needed,
+                         "listing_cycles": listed[name], "speedup": round(dense / listed[name], 4),
+                         "ideal_speedup": round(dense / max(needed, 1), 4),
+                         "speedup_over_ideal": round(needed / listed[name], 4)})
+
     zvc = []
     n, width = cfg.zvc_n, cfg.zvc_width
     zvc_sets = {name: np.asarray(v) for name, v in sets.items()}
@@ -140,7 +165,7 @@ def main(argv=None):
         print("[4/4] synthesizing the zero-skip unit, the ZVC encoder/decoder and the PE array", flush=True)
         area = {}
         with tempfile.TemporaryDirectory() as tmp:
-            for block in ("zero_skip", "zvc_enc", "zvc_dec", "pe_array"):
+            for block in ("zero_skip", "row_skip", "zvc_enc", "zvc_dec", "pe_array"):
                 design = BLOCKS[block].make(config)
                 area[block] = synth.synthesize(rtlil.convert(design, name=block, emit_src=False), block,
                                                Path(tmp) / block)
@@ -148,6 +173,8 @@ def main(argv=None):
         array = area["pe_array"]["nand2_equivalents"]
         area = {
             "zero_skip_nand2": skip, "zero_skip_memory_bits": area["zero_skip"]["memory_bits"],
+            "row_skip_nand2": area["row_skip"]["nand2_equivalents"],
+            "row_skip_memory_bits": area["row_skip"]["memory_bits"],
             "zvc_encoder_nand2": area["zvc_enc"]["nand2_equivalents"],
             "zvc_decoder_nand2": area["zvc_dec"]["nand2_equivalents"],
             "pe_array_nand2": array, "zero_skip_over_pe_array": round(skip / array, 4), "synthesis": area,
@@ -160,6 +187,7 @@ def main(argv=None):
         "zero_skip": {"window": cfg.window, "slots": cfg.slots, "depth": cfg.depth, "runs": zero_skip,
                       "dense_throughput": round(dense_run["speedup"], 4),
                       "target_speedup_over_ideal": TARGET_RATIO, "target_dense_throughput": TARGET_DENSE},
+        "row_skip": {"lanes": cfg.mask_lanes, "runs": row_skip},
         "zvc": {"n": n, "width": width, "runs": zvc},
         "slice_skip": slices,
         "area": area,
@@ -168,6 +196,8 @@ def main(argv=None):
     for z in zero_skip:
         print(f"{z['set']:<18} s={z['sparsity']:.3f} speedup {z['speedup']:.3f} ideal {z['ideal_speedup']:.3f} "
               f"ratio {z['speedup_over_ideal']:.3f}")
+    for r in row_skip:
+        print(f"EP row skip {r['set']:<14} speedup {r['speedup']:.3f} ideal {r['ideal_speedup']:.3f}")
     for z in zvc:
         print(f"ZVC {z['set']:<18} ratio {z['ratio']:.3f} ideal {z['ideal_ratio']:.3f}")
     for sl in slices:

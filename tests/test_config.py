@@ -95,6 +95,6 @@ def test_parameter_keys():
     assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
-                                "sparsity.depth", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
+                                "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
                                 "sparsity.window", "sparsity.zvc_n", "sparsity.zvc_width",
                                 "tsram.n", "tsram.tiles", "tsram.width"]

@@ -6,7 +6,7 @@ which slot, the ``last`` marks), every slot's weight must be ``weights[index]``,
 accumulated from the slots must equal the dense ones, exactly. Stimulus: random vectors at sparsity 0 to 1,
 and DFXP-16 activations and errors of a DFA training step of :mod:`golden.training`.
 
-``EDGETRAIN_ZS_RUNS`` (JSON, for the benchmark) names vector sets to time without stalls; the cycles from
+``EDGETRAIN_ZS_RUNS`` (the path of a JSON file, for the benchmark) names vector sets to time without stalls; the cycles from
 the first input transfer to the last output transfer of each set go to ``EDGETRAIN_ZS_OUT``.
 """
 
@@ -129,7 +129,8 @@ async def throughput(dut):
     """For the benchmark: each named vector set without stalls; cycles per set."""
     tb = ZeroSkipTB(dut, stall=0.0)
     await tb.reset()
-    runs = json.loads(os.environ["EDGETRAIN_ZS_RUNS"])
+    with open(os.environ["EDGETRAIN_ZS_RUNS"]) as f:
+        runs = json.load(f)
     await tb.load_weights(runs["weights"])
     results, first = [], 0
     for name, vectors in runs["sets"].items():
