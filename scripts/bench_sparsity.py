@@ -131,10 +131,10 @@ def main(argv=None):
             sys.exit(f"row-skip bench failed (log: {result.run_dir / 'sim.log'})")
         listed = {r["name"]: r["cycles"] for r in json.loads(out.read_text())}
     row_skip = []
-    for name, sets in masks.items():
-        dense = sum(len(mask) for mask in sets)
-        needed = sum(len(sparsity.ep_rows(mask)) for mask in sets)
-        row_skip.append({"set": name, "masks": len(sets), "rows": dense, "rows_to_compute": needed,
+    for name, mask_set in masks.items():
+        dense = sum(len(mask) for mask in mask_set)
+        needed = sum(len(sparsity.ep_rows(mask)) for mask in mask_set)
+        row_skip.append({"set": name, "masks": len(mask_set), "rows": dense, "rows_to_compute": needed,
                          "listing_cycles": listed[name], "speedup": round(dense / listed[name], 4),
                          "ideal_speedup": round(dense / max(needed, 1), 4),
                          "speedup_over_ideal": round(needed / listed[name], 4)})
