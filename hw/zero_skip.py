@@ -157,12 +157,17 @@ class ZeroSkip(wiring.Component):
                 with m.If(kept & (pop == k)):
                     m.d.sync += [value[i].eq(value[j]), index[i].eq(index[j]), has[i].eq(has[j]),
                                  end[i].eq(end[j] | (mark_prev & (i == base - 1)))]
-            # New entry i is compacted element number i - base.
+            # New entry i is packed element i - base. A beat is taken only when base <= count <= 2s, so
+            # entry i can only be packed element i - 2s .. i (none beyond entry n + 2s - 1).
+            lo, hi = max(0, i - 2 * s), min(n - 1, i)
+            if lo > hi:
+                continue
             offset = Signal(range(-cap, cap), name=f"offset{i}")
             m.d.comb += offset.eq(i - base)
             with m.If(~kept & (i < base + pushed)):
-                m.d.sync += [has[i].eq(~marker), value[i].eq(Mux(marker, 0, _select(packed_value, offset))),
-                             index[i].eq(Mux(marker, 0, first_index + _select(packed_offset, offset))),
+                m.d.sync += [has[i].eq(~marker),
+                             value[i].eq(Mux(marker, 0, _select(packed_value, offset, lo, hi))),
+                             index[i].eq(Mux(marker, 0, first_index + _select(packed_offset, offset, lo, hi))),
                              end[i].eq(marker | (is_last & (offset + 1 == nnz)))]
         m.d.sync += count.eq(base + pushed)
 
@@ -183,9 +188,10 @@ def _any(values):
     return result
 
 
-def _select(signals, index):
-    """``signals[index]`` for a dynamic index, as a multiplexer chain."""
-    result = signals[0]
-    for k, sig in enumerate(signals[1:], 1):
-        result = Mux(index == k, sig, result)
+def _select(signals, index, lo=0, hi=None):
+    """``signals[index]`` for a dynamic index known to lie in ``lo .. hi``, as a multiplexer chain."""
+    hi = len(signals) - 1 if hi is None else hi
+    result = signals[lo]
+    for k in range(lo + 1, hi + 1):
+        result = Mux(index == k, signals[k], result)
     return result
