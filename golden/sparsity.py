@@ -30,13 +30,19 @@ significant one signed. A slice multiplier slot is needed only for slices that c
 low slices that are zero are skipped, and top slices that are pure sign extension of the slice below are
 folded into it (:func:`needed_slices`). :func:`slice_products` counts the slice products of a dot product
 with and without skipping.
+
+The slice-skipping PE (:mod:`hw.slice_skip`) takes beats of ``pairs`` operand pairs and, each cycle, the
+next pairs of the beat whose slice products fit its ``slots`` slice multipliers together (a pair is never
+split; a beat takes at least one cycle). :func:`slice_skip_groups` is that schedule; a dense 16-bit PE takes
+one pair per cycle.
 """
 
 import numpy as np
 
 
 __all__ = ["zvc_encode", "zvc_decode", "zvc_words", "zero_skip_beats", "zero_skip_ideal_cycles",
-           "dense_cycles", "drelu_mask", "ep_rows", "needed_slices", "slice_products"]
+           "dense_cycles", "drelu_mask", "ep_rows", "needed_slices", "slice_window", "slice_products",
+           "slice_skip_groups"]
 
 
 def _check_width(width):
@@ -109,6 +115,17 @@ def ep_rows(mask):
     return [int(i) for i in np.flatnonzero(np.asarray(mask))]
 
 
+def slice_window(code, bits):
+    """``(low, count)``: the slices ``low .. low + count - 1`` a code needs (the top one signed); ``(0, 0)``
+    for zero. Their products reproduce the exact value."""
+    count = int(needed_slices([code], bits)[0])
+    if count == 0:
+        return 0, 0
+    unsigned = code & ((1 << bits) - 1)
+    low = next(k for k in range(bits // 4) if (unsigned >> (4 * k)) & 0xF)
+    return low, count
+
+
 def needed_slices(codes, bits):
     """Per code, the number of 4-bit slices a slice multiplier must take.
 
@@ -145,3 +162,22 @@ def slice_products(a_codes, b_codes, bits_a, bits_b):
     dense = a.size * (bits_a // 4) * (bits_b // 4)
     skipped = int(np.sum(needed_slices(a, bits_a) * needed_slices(b, bits_b)))
     return dense, skipped
+
+
+def slice_skip_groups(a_beats, b_beats, bits, slots=16):
+    """The slice-skipping PE's schedule: for each beat (a list of ``(a, b)`` codes, as ``a_beats[k]`` and
+    ``b_beats[k]``), the list of cycles, each the pair indices it takes. Pair ``p`` costs
+    ``needed(a_p) * needed(b_p)`` slice products; a cycle takes pairs in order while they fit ``slots``."""
+    schedule = []
+    for a_beat, b_beat in zip(a_beats, b_beats):
+        costs = needed_slices(a_beat, bits) * needed_slices(b_beat, bits)
+        cycles, current, used = [], [], 0
+        for p, cost in enumerate(int(c) for c in costs):
+            if used + cost > slots:
+                cycles.append(current)
+                current, used = [], 0
+            current.append(p)
+            used += cost
+        cycles.append(current)
+        schedule.append(cycles)
+    return schedule
