@@ -34,6 +34,7 @@ from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
 from .pe_array import PEArray
 from .row_skip import RowSkipper
+from .slice_skip import SliceSkipPE
 from .tsram import TransposableSRAM
 from .zero_skip import ZeroSkip
 from .zvc import ZVCDecoder, ZVCEncoder
@@ -85,6 +86,10 @@ BLOCKS = {
     "row_skip": Block("edgetrain_row_skip",
                       lambda c: RowSkipper(lanes=c.sparsity.mask_lanes, max_rows=c.sparsity.max_rows),
                       "dReLU mask buffer and EP row skipper"),
+    "slice_skip": Block("edgetrain_slice_skip",
+                        lambda c: SliceSkipPE(bits=c.sparsity.slice_bits, pairs=c.sparsity.slice_pairs,
+                                              slots=c.sparsity.slice_slots, acc_width=c.pe.acc_width),
+                        "slice-skipping PE: only the needed 4-bit slices take a multiplier"),
 }
 
 

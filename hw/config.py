@@ -213,6 +213,9 @@ class SparsityConfig:
         ZVC encoder/decoder: elements per vector and bits per word.
     mask_lanes, max_rows : int
         dReLU mask buffer and EP row skipper: mask bits per word, largest layer.
+    slice_bits, slice_pairs, slice_slots : int
+        Slice-skipping PE: operand width (4, 8, 12 or 16), operand pairs per input beat, 4-bit slice
+        multipliers (at least ``(slice_bits / 4) ** 2``).
     """
     window: int = 32
     slots: int = 4
@@ -223,14 +226,23 @@ class SparsityConfig:
     zvc_width: int = 16
     mask_lanes: int = 16
     max_rows: int = 1024
+    slice_bits: int = 16
+    slice_pairs: int = 8
+    slice_slots: int = 16
 
     def __post_init__(self):
-        for key in ("window", "slots", "depth", "zvc_n", "zvc_width", "mask_lanes", "max_rows"):
+        for key in ("window", "slots", "depth", "zvc_n", "zvc_width", "mask_lanes", "max_rows", "slice_pairs",
+                    "slice_slots"):
             _check_int(f"sparsity.{key}", getattr(self, key))
         _check_int("sparsity.width", self.width, minimum=2)
         _check_int("sparsity.weight_width", self.weight_width, minimum=2)
         if self.window < self.slots:
             raise ConfigError(f"sparsity.window must be at least sparsity.slots ({self.slots}), not {self.window}")
+        if self.slice_bits not in SUPPORTED_PRECISIONS or isinstance(self.slice_bits, bool):
+            raise ConfigError(f"sparsity.slice_bits must be one of {list(SUPPORTED_PRECISIONS)}, not {self.slice_bits!r}")
+        if self.slice_slots < (self.slice_bits // 4) ** 2:
+            raise ConfigError(f"sparsity.slice_slots must be at least {(self.slice_bits // 4) ** 2} for "
+                              f"{self.slice_bits}-bit operands, not {self.slice_slots}")
         if self.window > 128 or self.zvc_n > 256:
             raise ConfigError(f"sparsity.window must be at most 128 and sparsity.zvc_n at most 256, "
                               f"not {self.window} and {self.zvc_n}")
@@ -302,7 +314,8 @@ PRESETS = {
                     tsram=TSRAMConfig(n=4, width=8, tiles=3), dfa=DFAConfig(classes=10, width=8, max_rows=32),
                     pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20),
                     sparsity=SparsityConfig(window=8, slots=3, width=8, weight_width=8, depth=40, zvc_n=12,
-                                            zvc_width=8, mask_lanes=4, max_rows=64)),
+                                            zvc_width=8, mask_lanes=4, max_rows=64, slice_bits=8, slice_pairs=4,
+                                            slice_slots=4)),
 }
 
 

@@ -14,11 +14,13 @@ the skip logic's area next to the PE array it feeds.
 * ZVC (:func:`golden.sparsity.zvc_encode`, the format the encoder and decoder benches match bit for bit):
   compression ratio raw / compressed words for ``sparsity.zvc_n``-element vectors, against the ideal that
   stores the non-zeros only.
-* Slice skipping (model, :func:`golden.sparsity.slice_products`; the PE does not skip slices yet): 4-bit
-  slice products of the weight-gradient GEMM ``d a^T`` on the real DFXP-16 error and activation codes, with
-  and without skipping zero and sign-extension slices.
-* Area: the zero-skip unit, the row skipper, the ZVC encoder and decoder and the PE array synthesized in
-  the same run.
+* Slice skipping (simulated, the slice-skipping PE's ``throughput`` test): cycles of the weight-gradient
+  dot products ``d_i . a_j`` (over the mini-batch) on the real DFXP-16 error and activation codes, against a
+  dense 16-bit PE (one pair per cycle on its 16 slice multipliers) and against the slice-product bound
+  (needed slice products / slots, :func:`golden.sparsity.slice_products`); random full-range operands as
+  the no-gain reference.
+* Area: the zero-skip unit, the row skipper, the ZVC encoder and decoder, the slice-skipping PE, the
+  bit-scalable PE and the PE array synthesized in the same run.
 
 Writes ``reports/bench/sparsity.json``.
 
@@ -70,6 +72,8 @@ def main(argv=None):
         parser.error(f"--vectors must be a positive integer, not {args.vectors}")
     if cfg.width < 16:
         parser.error(f"sparsity.width must be at least 16 for the DFXP-16 training tensors, not {cfg.width}")
+    if cfg.slice_pairs > 64:
+        parser.error(f"sparsity.slice_pairs must be at most 64 for this benchmark, not {cfg.slice_pairs}")
 
     rng = np.random.default_rng(args.seed)
     lo, hi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
@@ -151,21 +155,44 @@ def main(argv=None):
                     "compressed_words": compressed, "ratio": round(flat.size / compressed, 4),
                     "ideal_ratio": round(flat.size / max(nonzero, 1), 4),
                     "ratio_over_ideal": round((flat.size / compressed) / (flat.size / max(nonzero, 1)), 4)})
-    slices = []
+    bits, slots, pairs = cfg.slice_bits, cfg.slice_slots, cfg.slice_pairs
+    shift = 16 - bits
+    ops = {}
     for layer in (0, 1):
-        d, a = record[f"e{layer}.codes"], record[f"a{layer}.codes"]   # WG: G = d a^T
-        pairs_d = np.repeat(d[:, None, :], a.shape[0], axis=1)
-        pairs_a = np.repeat(a[None, :, :], d.shape[0], axis=0)
-        dense_p, skipped_p = sparsity.slice_products(pairs_d, pairs_a, 16, 16)
-        slices.append({"gemm": f"WG layer {layer}: e{layer} x a{layer}^T", "dense_slice_products": dense_p,
-                       "needed_slice_products": skipped_p, "speedup": round(dense_p / skipped_p, 4)})
+        d, a = record[f"e{layer}.codes"] >> shift, record[f"a{layer}.codes"] >> shift   # WG: G = d a^T
+        ops[f"wg_layer{layer}"] = [(d[i].tolist(), a[j].tolist()) for i in range(d.shape[0])
+                                   for j in range(0, a.shape[0], 4)]
+    lo_b, hi_b = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    ops["random_full_range"] = [(rng.integers(lo_b, hi_b + 1, 16).tolist(), rng.integers(lo_b, hi_b + 1, 16).tolist())
+                                for _ in range(200)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, runs = Path(tmp) / "ss.json", Path(tmp) / "runs.json"
+        runs.write_text(json.dumps(ops))
+        result = run_bench("slice_skip", config, args.sim, testcase="throughput", seed=args.seed,
+                           extra_env={"EDGETRAIN_SS_RUNS": str(runs), "EDGETRAIN_SS_OUT": str(out)})
+        if not result.passed or not out.exists():
+            sys.exit(f"slice-skip bench failed (log: {result.run_dir / 'sim.log'})")
+        ss_cycles = {r["name"]: r["cycles"] for r in json.loads(out.read_text())}
+    slices = []
+    for name, dots in ops.items():
+        a_all = np.concatenate([np.asarray(x) for x, _ in dots])
+        b_all = np.concatenate([np.asarray(y) for _, y in dots])
+        dense_p, needed_p = sparsity.slice_products(a_all, b_all, bits, bits)
+        dense_cycles = -(-int(a_all.size) * (bits // 4) ** 2 // slots)
+        cycles = ss_cycles[name]
+        slices.append({"set": name, "dot_products": len(dots), "pairs": int(a_all.size),
+                       "dense_slice_products": dense_p, "needed_slice_products": needed_p,
+                       "cycles": cycles, "dense_cycles": dense_cycles,
+                       "speedup": round(dense_cycles / cycles, 4),
+                       "bound_speedup": round(dense_p / max(needed_p, 1), 4),
+                       "speedup_over_bound": round((dense_cycles / cycles) / (dense_p / max(needed_p, 1)), 4)})
 
     area = None
     if not args.no_synth:
         print("[4/4] synthesizing the zero-skip unit, the ZVC encoder/decoder and the PE array", flush=True)
         area = {}
         with tempfile.TemporaryDirectory() as tmp:
-            for block in ("zero_skip", "row_skip", "zvc_enc", "zvc_dec", "pe_array"):
+            for block in ("zero_skip", "row_skip", "zvc_enc", "zvc_dec", "slice_skip", "pe", "pe_array"):
                 design = BLOCKS[block].make(config)
                 area[block] = synth.synthesize(rtlil.convert(design, name=block, emit_src=False), block,
                                                Path(tmp) / block)
@@ -177,6 +204,10 @@ def main(argv=None):
             "row_skip_memory_bits": area["row_skip"]["memory_bits"],
             "zvc_encoder_nand2": area["zvc_enc"]["nand2_equivalents"],
             "zvc_decoder_nand2": area["zvc_dec"]["nand2_equivalents"],
+            "slice_skip_pe_nand2": area["slice_skip"]["nand2_equivalents"],
+            "bit_scalable_pe_nand2": area["pe"]["nand2_equivalents"],
+            "slice_skip_pe_over_bit_scalable_pe": round(area["slice_skip"]["nand2_equivalents"]
+                                                        / area["pe"]["nand2_equivalents"], 4),
             "pe_array_nand2": array, "zero_skip_over_pe_array": round(skip / array, 4), "synthesis": area,
         }
     else:
@@ -201,10 +232,11 @@ def main(argv=None):
     for z in zvc:
         print(f"ZVC {z['set']:<18} ratio {z['ratio']:.3f} ideal {z['ideal_ratio']:.3f}")
     for sl in slices:
-        print(f"slice skip {sl['gemm']}: {sl['speedup']:.3f}x")
+        print(f"slice skip {sl['set']:<18} speedup {sl['speedup']:.3f} (slice-product bound {sl['bound_speedup']:.3f})")
     if area:
         print(f"zero-skip unit {area['zero_skip_nand2']:.0f} NAND2 eq. = {area['zero_skip_over_pe_array']:.4f} of the "
-              f"PE array ({area['pe_array_nand2']:.0f})")
+              f"PE array ({area['pe_array_nand2']:.0f}); slice-skipping PE {area['slice_skip_pe_nand2']:.0f} = "
+              f"{area['slice_skip_pe_over_bit_scalable_pe']:.3f} x the bit-scalable PE")
     print(path)
 
 

@@ -57,6 +57,8 @@ def test_overrides():
     ('pdfa.precisions=["fp16"]', "pdfa.precisions must be a non-empty list of distinct names from"),
     ("sparsity.slots=64", "sparsity.window must be at least sparsity.slots (64), not 32"),
     ("sparsity.width=1", "sparsity.width must be an integer >= 2, not 1"),
+    ("sparsity.slice_bits=6", "sparsity.slice_bits must be one of [4, 8, 12, 16], not 6"),
+    ("sparsity.slice_slots=8", "sparsity.slice_slots must be at least 16 for 16-bit operands, not 8"),
 ])
 def test_override_wrong(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -95,6 +97,7 @@ def test_parameter_keys():
     assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
-                                "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
+                                "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slice_bits",
+                                "sparsity.slice_pairs", "sparsity.slice_slots", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
                                 "sparsity.window", "sparsity.zvc_n", "sparsity.zvc_width",
                                 "tsram.n", "tsram.tiles", "tsram.width"]

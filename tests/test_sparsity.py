@@ -373,3 +373,8 @@ def test_sim_slice_skip_schedule():
     b_beats = [b[k:k + pairs] for _, b in dots for k in range(0, len(b), pairs)]
     groups = sparsity.slice_skip_groups(a_beats, b_beats, bits, 16)
     assert cycles == sum(len(g) for g in groups) + 2
+
+
+def test_bench_slice_skip(simulator):
+    result = run_bench("slice_skip", preset("small"), simulator)
+    assert result.tests >= 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
