@@ -7,6 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .muxes import lowest_set_bit
+
 
 __all__ = ["mask_layout", "row_layout", "RowSkipper"]
 
@@ -82,9 +84,7 @@ class RowSkipper(wiring.Component):
             m.d.sync += fresh.eq(self.mask.payload.last)
 
         # Lowest set bit of the current word, and the word without it.
-        lowest = 0
-        for i in reversed(range(lanes)):
-            lowest = Mux(cur[i], i, lowest)
+        lowest = lowest_set_bit(cur, lanes)
         rest = cur & (cur - 1)
         m.d.comb += rp.addr.eq(ptr + loaded)        # the next word, ready when this one runs out
         have = loaded & (cur != 0)

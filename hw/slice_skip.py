@@ -6,6 +6,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .muxes import select
+
 
 __all__ = ["input_layout", "SliceSkipPE"]
 
@@ -92,7 +94,7 @@ class SliceSkipPE(wiring.Component):
 
         # This cycle takes pairs pos .. stop-1: those whose cost, from pos on, fits the slots (at least one).
         start = Signal.like(prefix[n])
-        m.d.comb += start.eq(_select(prefix, pos))
+        m.d.comb += start.eq(select(prefix, pos))
         taken = [Signal(name=f"taken{p}") for p in range(n)]
         stop = Signal(range(n + 1))
         stop_value = Const(n, len(stop))
@@ -144,13 +146,6 @@ class SliceSkipPE(wiring.Component):
         with m.If(self.o.valid & self.o.ready & ~(last_step & beat.last)):
             m.d.sync += out_full.eq(0)
         return m
-
-
-def _select(signals, index):
-    result = signals[0]
-    for k, sig in enumerate(signals[1:], 1):
-        result = Mux(index == k, sig, result)
-    return result
 
 
 def _div3(value):

@@ -6,6 +6,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .muxes import any_of, select
+
 
 __all__ = ["input_layout", "weight_layout", "output_layout", "ZeroSkip"]
 
@@ -91,15 +93,13 @@ class ZeroSkip(wiring.Component):
 
         # Output beat: up to the first end among the first `slots` entries, else `slots` entries when one
         # more follows them (so that a vector's newest entry stays queued until its end is known).
-        # (Plain expressions, not comb If blocks: an always block whose inputs never change would stay X in
-        # some event-driven simulators.)
         take = Signal(range(s + 1))
         last = Signal()
         ends = [(i < count) & end[i] for i in range(s)]
         choice = Mux(count > s, s, 0)
         for i in reversed(range(s)):
             choice = Mux(ends[i], i + 1, choice)
-        m.d.comb += [take.eq(choice), last.eq(_any(ends))]
+        m.d.comb += [take.eq(choice), last.eq(any_of(ends))]
         m.d.comb += [self.o.valid.eq(take != 0), self.o.payload.last.eq(last)]
         for i in range(s):
             slot = self.o.payload.slots[i]
@@ -144,7 +144,7 @@ class ZeroSkip(wiring.Component):
         mark_prev = Signal()
         marker = Signal()
         empty_end = is_last & (nnz == 0)
-        m.d.comb += [mark_prev.eq(empty_end & (base != 0) & ~_select(end, count - 1)),
+        m.d.comb += [mark_prev.eq(empty_end & (base != 0) & ~select(end, count - 1)),
                      marker.eq(empty_end & ~mark_prev)]
         pushed = Signal(range(n + 2))
         m.d.comb += pushed.eq(Mux(accept, nnz + marker, 0))
@@ -166,8 +166,8 @@ class ZeroSkip(wiring.Component):
             m.d.comb += offset.eq(i - base)
             with m.If(~kept & (i < base + pushed)):
                 m.d.sync += [has[i].eq(~marker),
-                             value[i].eq(Mux(marker, 0, _select(packed_value, offset, lo, hi))),
-                             index[i].eq(Mux(marker, 0, first_index + _select(packed_offset, offset, lo, hi))),
+                             value[i].eq(Mux(marker, 0, select(packed_value, offset, lo, hi))),
+                             index[i].eq(Mux(marker, 0, first_index + select(packed_offset, offset, lo, hi))),
                              end[i].eq(marker | (is_last & (offset + 1 == nnz)))]
         m.d.sync += count.eq(base + pushed)
 
@@ -179,19 +179,3 @@ class ZeroSkip(wiring.Component):
             with m.If(dropped):
                 m.d.sync += self.error.eq(1)
         return m
-
-
-def _any(values):
-    result = 0
-    for v in values:
-        result = result | v
-    return result
-
-
-def _select(signals, index, lo=0, hi=None):
-    """``signals[index]`` for a dynamic index known to lie in ``lo .. hi``, as a multiplexer chain."""
-    hi = len(signals) - 1 if hi is None else hi
-    result = signals[lo]
-    for k in range(lo + 1, hi + 1):
-        result = Mux(index == k, signals[k], result)
-    return result

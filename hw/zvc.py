@@ -5,6 +5,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .muxes import lowest_set_bit
+
 
 __all__ = ["word_layout", "ZVCEncoder", "ZVCDecoder"]
 
@@ -20,14 +22,6 @@ def _check(n, width):
             raise TypeError(f"{name} must be an integer, not {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value!r}")
-
-
-def _lowest(mask, n):
-    """Index of the lowest set bit of ``mask`` (0 when none)."""
-    result = 0
-    for i in reversed(range(n)):
-        result = Mux(mask[i], i, result)
-    return result
 
 
 class ZVCEncoder(wiring.Component):
@@ -54,7 +48,7 @@ class ZVCEncoder(wiring.Component):
         head = Signal(range(heads + 1))        # mask words sent
         active = Signal()
 
-        element = _lowest(remaining, n)
+        element = lowest_set_bit(remaining, n)
         word = Signal(w)
         is_last = Signal()
         in_head = head < heads
@@ -124,7 +118,7 @@ class ZVCDecoder(wiring.Component):
                     with m.If((last != complete) | (new_mask[n:] != 0 if heads * w > n else 0)):
                         m.d.sync += self.error.eq(1)
             with m.Else():
-                element = _lowest(remaining, n)
+                element = lowest_set_bit(remaining, n)
                 rest = remaining & (remaining - 1)
                 m.d.sync += [vector[element].eq(word), remaining.eq(rest)]
                 with m.If(rest == 0):

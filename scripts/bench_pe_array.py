@@ -20,7 +20,6 @@ Usage: ``python scripts/bench_pe_array.py [--preset P] [--set k=v ...] [--sim ve
 """
 
 import itertools
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +33,6 @@ import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 from golden import pe_array as golden                      # noqa: E402
 from hw import synth                                       # noqa: E402
 from hw.build import elaborate, BLOCKS                     # noqa: E402
-from verif.runner import run_bench                          # noqa: E402
 
 FULL_TILE_BEATS = 64
 RAGGED_TILE_BEATS = 9
@@ -64,14 +62,8 @@ def main(argv=None):
     cases = workload(cfg)
     print(f"[1/2] simulating {len(cases)} GEMMs on a {cfg.rows}x{cfg.cols} array ({args.sim})", flush=True)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        perf_in, perf_out = Path(tmp) / "in.json", Path(tmp) / "out.json"
-        perf_in.write_text(json.dumps(cases))
-        result = run_bench("pe_array", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_PERF_IN": str(perf_in), "EDGETRAIN_PERF_OUT": str(perf_out)})
-        if not result.passed or not perf_out.exists():
-            sys.exit(f"throughput bench failed (log: {result.run_dir / 'sim.log'})")
-        measured = json.loads(perf_out.read_text())
+    measured = benchlib.measure("pe_array", config, args, inputs=cases, inputs_env="EDGETRAIN_PERF_IN",
+                                out_env="EDGETRAIN_PERF_OUT")
     sim_seconds = time.monotonic() - start
 
     rows = []

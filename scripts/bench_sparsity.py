@@ -28,7 +28,6 @@ Usage: ``python scripts/bench_sparsity.py [--preset P] [--set sparsity.window=64
 [--no-synth] [--sim verilator|icarus]``
 """
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +43,6 @@ import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 from golden import sparsity                      # noqa: E402
 from hw import synth                             # noqa: E402
 from hw.build import BLOCKS                      # noqa: E402
-from verif.runner import run_bench               # noqa: E402
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9)
 TARGET_RATIO, TARGET_DENSE = 0.9, 0.98
@@ -94,14 +92,9 @@ def main(argv=None):
 
     print(f"[2/4] simulating the zero-skip unit: {sum(len(v) for v in sets.values())} vectors ({args.sim})",
           flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        out, runs = Path(tmp) / "zs.json", Path(tmp) / "runs.json"
-        runs.write_text(json.dumps({"weights": weights, "sets": sets}))
-        result = run_bench("zero_skip", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_ZS_RUNS": str(runs), "EDGETRAIN_ZS_OUT": str(out)})
-        if not result.passed or not out.exists():
-            sys.exit(f"zero-skip bench failed (log: {result.run_dir / 'sim.log'})")
-        measured = {r["name"]: r for r in json.loads(out.read_text())}
+    measured = {r["name"]: r for r in benchlib.measure(
+        "zero_skip", config, args, inputs={"weights": weights, "sets": sets}, inputs_env="EDGETRAIN_ZS_RUNS",
+        out_env="EDGETRAIN_ZS_OUT", label="zero-skip")}
 
     zero_skip = []
     for name, vectors in sets.items():
@@ -126,14 +119,9 @@ def main(argv=None):
                            for col in range(record[f"drelu{l}"].shape[1])] for l in (0, 1)}
     for s in (0.25, 0.5, 0.75):
         masks[f"random_s{s}"] = (rng.random((16, min(cfg.max_rows, 256))) >= s).astype(int).tolist()
-    with tempfile.TemporaryDirectory() as tmp:
-        out, runs = Path(tmp) / "rs.json", Path(tmp) / "runs.json"
-        runs.write_text(json.dumps(masks))
-        result = run_bench("row_skip", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_RS_RUNS": str(runs), "EDGETRAIN_RS_OUT": str(out)})
-        if not result.passed or not out.exists():
-            sys.exit(f"row-skip bench failed (log: {result.run_dir / 'sim.log'})")
-        listed = {r["name"]: r["cycles"] for r in json.loads(out.read_text())}
+    listed = {r["name"]: r["cycles"] for r in benchlib.measure(
+        "row_skip", config, args, inputs=masks, inputs_env="EDGETRAIN_RS_RUNS", out_env="EDGETRAIN_RS_OUT",
+        label="row-skip")}
     row_skip = []
     for name, mask_set in masks.items():
         dense = sum(len(mask) for mask in mask_set)
@@ -155,7 +143,7 @@ def main(argv=None):
                     "compressed_words": compressed, "ratio": round(flat.size / compressed, 4),
                     "ideal_ratio": round(flat.size / max(nonzero, 1), 4),
                     "ratio_over_ideal": round((flat.size / compressed) / (flat.size / max(nonzero, 1)), 4)})
-    bits, slots, pairs = cfg.slice_bits, cfg.slice_slots, cfg.slice_pairs
+    bits, slots = cfg.slice_bits, cfg.slice_slots
     shift = 16 - bits
     ops = {}
     for layer in (0, 1):
@@ -165,14 +153,9 @@ def main(argv=None):
     lo_b, hi_b = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     ops["random_full_range"] = [(rng.integers(lo_b, hi_b + 1, 16).tolist(), rng.integers(lo_b, hi_b + 1, 16).tolist())
                                 for _ in range(200)]
-    with tempfile.TemporaryDirectory() as tmp:
-        out, runs = Path(tmp) / "ss.json", Path(tmp) / "runs.json"
-        runs.write_text(json.dumps(ops))
-        result = run_bench("slice_skip", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_SS_RUNS": str(runs), "EDGETRAIN_SS_OUT": str(out)})
-        if not result.passed or not out.exists():
-            sys.exit(f"slice-skip bench failed (log: {result.run_dir / 'sim.log'})")
-        ss_cycles = {r["name"]: r["cycles"] for r in json.loads(out.read_text())}
+    ss_cycles = {r["name"]: r["cycles"] for r in benchlib.measure(
+        "slice_skip", config, args, inputs=ops, inputs_env="EDGETRAIN_SS_RUNS", out_env="EDGETRAIN_SS_OUT",
+        label="slice-skip")}
     slices = []
     for name, dots in ops.items():
         a_all = np.concatenate([np.asarray(x) for x, _ in dots])

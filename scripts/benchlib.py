@@ -46,3 +46,22 @@ def write_json(path, report):
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def measure(block, config, args, *, out_env, inputs=None, inputs_env=None, testcase="throughput", label=None):
+    """Run the cocotb bench of ``block``'s ``testcase`` on ``args.sim`` with ``args.seed``: ``inputs`` (if
+    any) go as JSON to a file named by ``inputs_env``, the bench writes its figures as JSON to a file named
+    by ``out_env``, which is returned. A failing bench exits with the path of its log."""
+    import tempfile
+    from verif.runner import run_bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        env = {out_env: str(out)}
+        if inputs is not None:
+            (Path(tmp) / "in.json").write_text(json.dumps(inputs))
+            env[inputs_env] = str(Path(tmp) / "in.json")
+        result = run_bench(block, config, args.sim, testcase=testcase, seed=args.seed, extra_env=env)
+        if not result.passed or not out.exists():
+            sys.exit(f"{label or block} bench failed (log: {result.run_dir / 'sim.log'})")
+        return json.loads(out.read_text())

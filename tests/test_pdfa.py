@@ -12,7 +12,7 @@ from verif import pdfa_trace
 from verif.pdfa_trace import COMMAND_FIELDS
 from verif.pdfa_formal import run_sby
 from verif.runner import run_bench
-from verif.tsram_formal import formal_status
+from verif.formal import formal_status
 
 from .sim_streams import stream_put
 

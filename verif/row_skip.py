@@ -14,7 +14,7 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from golden import sparsity
 from hw.row_skip import mask_layout, row_layout

