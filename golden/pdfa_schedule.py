@@ -50,8 +50,8 @@ first cycle after the start command. An operation is *offered* (command ``valid`
 offers ``done`` ``duration`` (>= 1) cycles after the issue, and the controller takes it on the first cycle
 its commit dependencies are done before (FF and EP ``done`` are taken at once). The run ends the cycle after the last
 ``done``: ``cycles`` is that cycle's number. Per engine and cycle of the run, exactly one counter counts:
-``busy`` from the issue cycle to the ``done`` cycle (a WG waiting to commit is busy), ``stall`` while offered and not ready, ``idle``
-otherwise.
+``busy`` from the issue cycle to the ``done`` cycle (a WG waiting to commit is busy), ``stall`` while
+offered and not ready, ``idle`` otherwise.
 """
 
 import dataclasses
@@ -60,8 +60,9 @@ import math
 
 
 __all__ = [
-    "PRECISIONS", "Error", "Feedback", "encode", "hardware_error", "ENGINES", "Engine", "Layer", "Op", "Schedule", "TableError", "check_table", "mlp",
-    "program", "dependencies", "op_matrix", "engine_durations", "simulate", "schedule",
+    "PRECISIONS", "ENGINES", "Error", "Feedback", "Layer", "TableError", "Engine", "Op", "Schedule",
+    "mlp", "check_table", "encode", "encode_table", "hardware_error", "program", "dependencies", "op_matrix",
+    "engine_durations", "simulate", "schedule",
 ]
 
 #: Operand formats of a layer, in the order of their 3-bit hardware codes.
@@ -146,6 +147,11 @@ def encode(layer, *, last=False):
     return {"n_in": layer.n_in, "n_out": layer.n_out, "precision": PRECISIONS.index(layer.precision),
             "feedback": int(Feedback.BP if layer.feedback == "bp" else Feedback.DFA),
             "lr_shift": layer.lr_shift, "last": int(last)}
+
+
+def encode_table(table):
+    """The controller's table entries of ``table``, ``last`` on the final one."""
+    return [encode(layer, last=i == len(table) - 1) for i, layer in enumerate(table)]
 
 
 def hardware_error(entries, *, max_layers, precisions=PRECISIONS, pipelined=False):

@@ -40,9 +40,22 @@ one pair per cycle.
 import numpy as np
 
 
-__all__ = ["zvc_encode", "zvc_decode", "zvc_words", "zero_skip_beats", "zero_skip_ideal_cycles",
+__all__ = ["beats", "mask_words", "zvc_encode", "zvc_decode", "zvc_words", "zero_skip_beats", "zero_skip_ideal_cycles",
            "dense_cycles", "drelu_mask", "ep_rows", "needed_slices", "slice_window", "slice_products",
            "slice_skip_groups"]
+
+
+def beats(vector, width):
+    """``vector`` as input beats of ``width`` elements (plain ints), the last one padded with zeros; an empty
+    vector is one beat of zeros."""
+    values = [int(v) for v in vector] or [0]
+    values += [0] * (-len(values) % width)
+    return [values[k:k + width] for k in range(0, len(values), width)]
+
+
+def mask_words(mask, lanes):
+    """A 1-bit mask as words of ``lanes`` bits, bit ``i`` of word ``k`` being element ``k * lanes + i``."""
+    return [sum(bit << i for i, bit in enumerate(beat)) for beat in beats(mask, lanes)]
 
 
 def _check_width(width):

@@ -44,6 +44,12 @@ def _check_int(key, value, *, minimum=1, power_of_two=False):
         raise ConfigError(f"{key} must be a power of two, not {value!r}")
 
 
+def _list_to_tuple(config, name):
+    """A list read from TOML or JSON becomes the tuple a frozen configuration keeps."""
+    if isinstance(getattr(config, name), list):
+        object.__setattr__(config, name, tuple(getattr(config, name)))
+
+
 @dataclass(frozen=True)
 class PEArrayConfig:
     """Parameters of the bit-scalable PE array (block 1).
@@ -72,8 +78,7 @@ class PEArrayConfig:
         if self.rows > 64 or self.cols > 64:
             raise ConfigError(f"pe.rows and pe.cols must be at most 64, not {self.rows}x{self.cols}")
         _check_int("pe.max_k", self.max_k, minimum=2, power_of_two=True)
-        if isinstance(self.precisions, list):
-            object.__setattr__(self, "precisions", tuple(self.precisions))
+        _list_to_tuple(self, "precisions")
         if not isinstance(self.precisions, tuple) or not self.precisions:
             raise ConfigError(f"pe.precisions must be a non-empty list of bit widths from "
                               f"{list(SUPPORTED_PRECISIONS)}, not {self.precisions!r}")
@@ -189,10 +194,10 @@ class PDFAConfig:
             _check_int(f"pdfa.{key}", getattr(self, key))
             if getattr(self, key) > 64:
                 raise ConfigError(f"pdfa.{key} must be at most 64, not {getattr(self, key)!r}")
-        if isinstance(self.precisions, list):
-            object.__setattr__(self, "precisions", tuple(self.precisions))
-        if not isinstance(self.precisions, tuple) or not self.precisions or any(
-                p not in LAYER_PRECISIONS for p in self.precisions) or len(set(self.precisions)) != len(self.precisions):
+        _list_to_tuple(self, "precisions")
+        if not isinstance(self.precisions, tuple) or not self.precisions \
+                or any(p not in LAYER_PRECISIONS for p in self.precisions) \
+                or len(set(self.precisions)) != len(self.precisions):
             raise ConfigError(f"pdfa.precisions must be a non-empty list of distinct names from "
                               f"{list(LAYER_PRECISIONS)}, not {self.precisions!r}")
 
@@ -239,7 +244,8 @@ class SparsityConfig:
         if self.window < self.slots:
             raise ConfigError(f"sparsity.window must be at least sparsity.slots ({self.slots}), not {self.window}")
         if self.slice_bits not in SUPPORTED_PRECISIONS or isinstance(self.slice_bits, bool):
-            raise ConfigError(f"sparsity.slice_bits must be one of {list(SUPPORTED_PRECISIONS)}, not {self.slice_bits!r}")
+            raise ConfigError(f"sparsity.slice_bits must be one of {list(SUPPORTED_PRECISIONS)}, "
+                              f"not {self.slice_bits!r}")
         if self.slice_slots < (self.slice_bits // 4) ** 2:
             raise ConfigError(f"sparsity.slice_slots must be at least {(self.slice_bits // 4) ** 2} for "
                               f"{self.slice_bits}-bit operands, not {self.slice_slots}")

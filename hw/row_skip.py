@@ -29,8 +29,8 @@ class RowSkipper(wiring.Component):
     The forward pass writes the mask on ``mask``, ``lanes`` bits per beat, ``last`` on the layer's final
     beat (a new layer's mask starts after it). Each transfer on ``start`` then lists, on ``o``, the indices
     of the rows whose bit is 1, in increasing order, one per cycle, followed by one ``done`` beat. A mask
-    word without any set bit costs one cycle, and a listing one cycle to start and the ``done`` beat. ``start`` and ``mask`` are taken only while no listing is in
-    progress.
+    word without any set bit costs one cycle, and a listing one cycle to start and the ``done`` beat.
+    ``start`` and ``mask`` are taken only while no listing is in progress.
 
     Parameters
     ----------

@@ -13,22 +13,16 @@ Writes ``reports/bench/fp8_tree.json``. The bfloat16 tree is large: its synthesi
 Usage: ``python scripts/bench_fp8_tree.py [--preset P] [--set fp8.k=16] [--sim verilator|icarus]``
 """
 
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from amaranth.back import rtlil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from hw import synth                                        # noqa: E402
 from hw.fp8_tree import BF16MacTree, FP8MacTree, Int8DotTree  # noqa: E402
-from verif.runner import run_bench                          # noqa: E402
 
 TARGET_BF16_RATIO = 0.5
 
@@ -41,22 +35,11 @@ def main(argv=None):
     k = config.fp8.k
 
     print(f"[1/2] simulating the K={k} FP8 tree ({args.sim})", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        perf = Path(tmp) / "perf.json"
-        result = run_bench("fp8_tree", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_PERF_OUT": str(perf), "EDGETRAIN_PERF_DOTS": str(args.dots)})
-        if not result.passed or not perf.exists():
-            sys.exit(f"throughput bench failed (log: {result.run_dir / 'sim.log'})")
-        measured = json.loads(perf.read_text())
+    measured = benchlib.measure("fp8_tree", config, args, out_env="EDGETRAIN_PERF_OUT",
+                                env={"EDGETRAIN_PERF_DOTS": str(args.dots)}, label="throughput")
 
     designs = {"fp8_tree": FP8MacTree(k=k), "bf16_tree": BF16MacTree(k=k), "int8_tree": Int8DotTree(k=k)}
-    area = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, design) in enumerate(designs.items(), 1):
-            print(f"[2/2] synthesizing {name} ({i}/3)", flush=True)
-            start = time.monotonic()
-            area[name] = synth.synthesize(rtlil.convert(design, name=name, emit_src=False), name, Path(tmp) / name)
-            area[name]["seconds"] = round(time.monotonic() - start, 1)
+    area = benchlib.synthesize(designs, lambda i, name: print(f"[2/2] synthesizing {name} ({i}/3)", flush=True))
     per_mac = {name: area[name]["nand2_equivalents"] / k for name in area}
     bf16_ratio = per_mac["fp8_tree"] / per_mac["bf16_tree"]
     int8_ratio = per_mac["fp8_tree"] / per_mac["int8_tree"]

@@ -23,9 +23,7 @@ Usage: ``python scripts/bench_pdfa.py [--preset P] [--set pdfa.max_layers=8 ...]
 [--throughput T] [--latency C] [--sim verilator|icarus]``
 """
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from verif.runner import run_bench      # noqa: E402
 
 TARGET = 2.5
 MODES = {"bp_serial": ("bp", 1), "bp": ("bp", 0), "dfa": ("dfa", 0), "pdfa": ("pdfa", 0)}
@@ -79,13 +76,8 @@ def main(argv=None):
             for family, sizes in shapes(cfg.max_layers) for mode, (algorithm, serial) in MODES.items()]
     print(f"simulating {len(runs)} runs ({args.samples} samples each, {throughput} ops/cycle per engine, "
           f"{args.sim})", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "pdfa.json"
-        result = run_bench("pdfa", config, args.sim, testcase="benchmark", seed=args.seed,
-                           extra_env={"EDGETRAIN_PDFA_RUNS": json.dumps(runs), "EDGETRAIN_PDFA_OUT": str(out)})
-        if not result.passed or not out.exists():
-            sys.exit(f"benchmark bench failed (log: {result.run_dir / 'sim.log'})")
-        measured = json.loads(out.read_text())
+    measured = benchlib.measure("pdfa", config, args, inputs=runs, inputs_env="EDGETRAIN_PDFA_RUNS",
+                                out_env="EDGETRAIN_PDFA_OUT", testcase="benchmark", label="benchmark")
 
     table = {}
     for run in measured:

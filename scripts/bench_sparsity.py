@@ -29,11 +29,9 @@ Usage: ``python scripts/bench_sparsity.py [--preset P] [--set sparsity.window=64
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import rtlil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from golden import sparsity                      # noqa: E402
-from hw import synth                             # noqa: E402
 from hw.build import BLOCKS                      # noqa: E402
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -173,12 +170,8 @@ def main(argv=None):
     area = None
     if not args.no_synth:
         print("[4/4] synthesizing the zero-skip unit, the ZVC encoder/decoder and the PE array", flush=True)
-        area = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for block in ("zero_skip", "row_skip", "zvc_enc", "zvc_dec", "slice_skip", "pe", "pe_array"):
-                design = BLOCKS[block].make(config)
-                area[block] = synth.synthesize(rtlil.convert(design, name=block, emit_src=False), block,
-                                               Path(tmp) / block)
+        area = benchlib.synthesize({block: BLOCKS[block].make(config) for block in
+                                    ("zero_skip", "row_skip", "zvc_enc", "zvc_dec", "slice_skip", "pe", "pe_array")})
         skip = area["zero_skip"]["nand2_equivalents"]
         array = area["pe_array"]["nand2_equivalents"]
         area = {

@@ -14,21 +14,16 @@ Writes ``reports/bench/tsram.json``.
 Usage: ``python scripts/bench_tsram.py [--preset P] [--set tsram.n=16 ...] [--sim verilator|icarus]``
 """
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
-from amaranth.back import rtlil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from hw import synth                                  # noqa: E402
 from hw.tsram import RegisterFileTranspose, TransposableSRAM  # noqa: E402
-from verif.runner import run_bench                    # noqa: E402
 
 TARGET_OPS_PER_CYCLE = 0.99
 
@@ -42,20 +37,12 @@ def main(argv=None):
 
     print(f"[1/2] simulating {args.ops} random operations on N={cfg.n}, {cfg.width}-bit words, "
           f"{cfg.tiles} tiles ({args.sim})", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        perf = Path(tmp) / "perf.json"
-        result = run_bench("tsram", config, args.sim, testcase="throughput", seed=args.seed,
-                           extra_env={"EDGETRAIN_PERF_OUT": str(perf), "EDGETRAIN_PERF_OPS": str(args.ops)})
-        if not result.passed or not perf.exists():
-            sys.exit(f"throughput bench failed (log: {result.run_dir / 'sim.log'})")
-        m = json.loads(perf.read_text())
+    m = benchlib.measure("tsram", config, args, out_env="EDGETRAIN_PERF_OUT",
+                         env={"EDGETRAIN_PERF_OPS": str(args.ops)}, label="throughput")
 
     print("[2/2] synthesizing the wrapper and the register-file baseline", flush=True)
-    area = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, design in (("tsram", TransposableSRAM(n=cfg.n, width=cfg.width, tiles=cfg.tiles)),
-                             ("register_file", RegisterFileTranspose(n=cfg.n, width=cfg.width, tiles=cfg.tiles))):
-            area[name] = synth.synthesize(rtlil.convert(design, name=name, emit_src=False), name, Path(tmp) / name)
+    area = benchlib.synthesize({"tsram": TransposableSRAM(n=cfg.n, width=cfg.width, tiles=cfg.tiles),
+                                "register_file": RegisterFileTranspose(n=cfg.n, width=cfg.width, tiles=cfg.tiles)})
     bits = cfg.tiles * cfg.n * cfg.n * cfg.width
     writes_per_cycle = m["writes"] / m["write_cycles"]
     reads_per_cycle = m["reads"] / m["read_cycles"]

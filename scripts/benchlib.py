@@ -1,17 +1,23 @@
-"""What the benchmark scripts share: configuration and simulator from the command line, report output."""
+"""What the benchmark scripts share: configuration and simulator from the command line, bench runs with JSON
+in and out, synthesis of several designs, report output."""
 
 import json
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
+
+from amaranth.back import rtlil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hw import synth                                        # noqa: E402
 from hw.build import CliParser                              # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
-from verif.runner import simulator_status                   # noqa: E402
+from verif.runner import run_bench, simulator_status        # noqa: E402
 
 
 def parser(description, default_out):
@@ -48,16 +54,15 @@ def write_json(path, report):
     return path
 
 
-def measure(block, config, args, *, out_env, inputs=None, inputs_env=None, testcase="throughput", label=None):
+def measure(block, config, args, *, out_env, inputs=None, inputs_env=None, env=None, testcase="throughput",
+            label=None):
     """Run the cocotb bench of ``block``'s ``testcase`` on ``args.sim`` with ``args.seed``: ``inputs`` (if
-    any) go as JSON to a file named by ``inputs_env``, the bench writes its figures as JSON to a file named
-    by ``out_env``, which is returned. A failing bench exits with the path of its log."""
-    import tempfile
-    from verif.runner import run_bench
-
+    any) go as JSON to a file named by ``inputs_env``, ``env`` adds environment variables, the bench writes
+    its figures as JSON to a file named by ``out_env``, which is returned. A failing bench exits with the
+    path of its log."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        env = {out_env: str(out)}
+        env = {**(env or {}), out_env: str(out)}
         if inputs is not None:
             (Path(tmp) / "in.json").write_text(json.dumps(inputs))
             env[inputs_env] = str(Path(tmp) / "in.json")
@@ -65,3 +70,18 @@ def measure(block, config, args, *, out_env, inputs=None, inputs_env=None, testc
         if not result.passed or not out.exists():
             sys.exit(f"{label or block} bench failed (log: {result.run_dir / 'sim.log'})")
         return json.loads(out.read_text())
+
+
+def synthesize(designs, progress=None):
+    """Synthesize ``designs`` (name -> Amaranth component, the name also its module name) in a scratch folder;
+    returns name -> :func:`hw.synth.synthesize` report, each with the ``seconds`` it took.
+    ``progress(i, name)`` is called before each."""
+    area = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, design) in enumerate(designs.items(), 1):
+            if progress:
+                progress(i, name)
+            start = time.monotonic()
+            area[name] = synth.synthesize(rtlil.convert(design, name=name, emit_src=False), name, Path(tmp) / name)
+            area[name]["seconds"] = round(time.monotonic() - start, 1)
+    return area

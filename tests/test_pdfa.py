@@ -5,11 +5,11 @@ from amaranth.sim import Simulator
 
 import hw.pdfa
 
-from golden.pdfa_schedule import PRECISIONS, Error, Layer, encode, hardware_error, mlp
+from golden.pdfa_schedule import PRECISIONS, Error, encode_table, hardware_error, mlp
 from hw.config import preset
 from hw.pdfa import PDFAController
 from verif import pdfa_trace
-from verif.pdfa_trace import COMMAND_FIELDS
+from verif.pdfa_trace import COMMAND_FIELDS, random_durations, random_table
 from verif.pdfa_formal import run_sby
 from verif.runner import run_bench
 from verif.formal import formal_status
@@ -71,26 +71,12 @@ def run_rtl(dut, runs, *, seed=0, ready_p=0.6, max_cycles=200_000):
     return results
 
 
-def random_durations(rng, low=1, high=12):
-    durations = {}
-
-    def duration(engine, layer, sample):
-        return durations.setdefault((engine, int(layer), int(sample)), rng.randint(low, high))
-    return duration
-
-
 def check_run(table, samples, pipelined, serial, result, duration):
     status, trace, counters, patterns = result
     fields = {e: [(issue, done, {f: int(getattr(p, f)) for f in COMMAND_FIELDS}) for issue, done, p in ops]
               for e, ops in trace.items()}
     pdfa_trace.check_run(table, samples, pipelined=pipelined, serial=serial, error=status.error,
                          cycles=status.cycles, trace=fields, counters=counters, ready=patterns, duration=duration)
-
-
-def random_table(rng, layers, pipelined, size=40):
-    sizes = [rng.randint(1, size) for _ in range(layers + 1)]
-    return [Layer(a, b, rng.choice(PRECISIONS), "dfa" if pipelined or rng.random() < 0.5 else "bp",
-                  rng.randint(0, 15)) for a, b in zip(sizes, sizes[1:])]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -100,10 +86,10 @@ def test_sim_random_tables(seed):
     runs, cases = [], []
     for layers in (1, 2, 3, 5):
         for pipelined, serial in ((0, 0), (1, 0), (0, 1)):
-            table = random_table(rng, layers, pipelined)
+            table = random_table(rng, layers, pipelined=pipelined, size=40)
             samples = rng.randint(0 if layers == 1 else 1, 4)
-            duration = random_durations(rng)
-            entries = [encode(layer, last=i == layers - 1) for i, layer in enumerate(table)]
+            duration = random_durations(rng, high=12)
+            entries = encode_table(table)
             runs.append((entries, {"samples": samples, "pipelined": pipelined, "serial": serial}, duration))
             cases.append((table, samples, pipelined, serial, duration))
     for case, result in zip(cases, run_rtl(dut, runs, seed=seed)):
@@ -115,7 +101,7 @@ def test_sim_bad_tables():
     # Every error is reported at once, without a command, and a good run afterwards still works.
     dut = PDFAController(max_layers=3, size_width=8, sample_width=4, counter_width=16,
                          precisions=("dfxp8", "dfxp16"))
-    good = [encode(layer, last=i == 1) for i, layer in enumerate(mlp([5, 4, 3]))]
+    good = encode_table(mlp([5, 4, 3]))
     e8 = dict(good[0], last=0)
     cases = [
         (good[:1] + [dict(good[1], n_in=3)], 0, Error.SIZE_MISMATCH),

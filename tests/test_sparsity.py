@@ -47,6 +47,11 @@ def test_zero_skip_beats():
     assert sparsity.zero_skip_ideal_cycles([[1] + [0] * 63], 4, 16) == 4
 
 
+def test_beats_and_mask_words():
+    assert sparsity.beats([1, 2, 3], 2) == [[1, 2], [3, 0]] and sparsity.beats([], 3) == [[0, 0, 0]]
+    assert sparsity.mask_words([1, 0, 1, 1, 0], 2) == [0b01, 0b11, 0b00] and sparsity.mask_words([], 4) == [0]
+
+
 def test_drelu_rows():
     pre = np.array([[-1.0, 0.0, 2.5, 1e-9]])
     assert sparsity.drelu_mask(pre).tolist() == [[0, 0, 1, 1]]
@@ -100,10 +105,9 @@ def rtl_zero_skip(dut, vectors, weights, *, window, stall=0.3, seed=0):
         for addr, w in enumerate(weights):
             await stream_put(ctx, dut.w, {"addr": addr, "data": int(w)})
         for vector in vectors:
-            padded = list(vector) + [0] * (-len(vector) % window)
-            chunks = [padded[k:k + window] for k in range(0, len(padded), window)] or [[0] * window]
+            chunks = sparsity.beats(vector, window)
             for k, chunk in enumerate(chunks):
-                await stream_put(ctx, dut.i, {"values": [int(v) for v in chunk], "last": k == len(chunks) - 1},
+                await stream_put(ctx, dut.i, {"values": chunk, "last": k == len(chunks) - 1},
                                  rng=rng, stall=stall)
 
     async def reader(ctx):
@@ -254,9 +258,7 @@ def rtl_row_skip(dut, masks, lanes, *, stall=0.3, seed=0):
 
     async def bench(ctx):
         for mask in masks:
-            padded = list(mask) + [0] * (-len(mask) % lanes)
-            words = [sum(int(b) << i for i, b in enumerate(padded[k:k + lanes]))
-                     for k in range(0, len(padded), lanes)] or [0]
+            words = sparsity.mask_words(mask, lanes)
             for k, word in enumerate(words):
                 await stream_put(ctx, dut.mask, {"bits": word, "last": k == len(words) - 1}, rng=rng, stall=stall)
             await stream_put(ctx, dut.start, 0)
@@ -316,10 +318,10 @@ def rtl_slice_skip(dut, dots, pairs, *, stall=0.3, seed=0):
 
     async def source(ctx):
         for a, b in dots:
-            for k in range(0, len(a), pairs):
-                await stream_put(ctx, dut.i, {"a": [int(x) for x in a[k:k + pairs]],
-                                              "b": [int(x) for x in b[k:k + pairs]],
-                                              "last": k + pairs >= len(a)}, rng=rng, stall=stall)
+            a_beats, b_beats = sparsity.beats(a, pairs), sparsity.beats(b, pairs)
+            for k, (a_beat, b_beat) in enumerate(zip(a_beats, b_beats)):
+                await stream_put(ctx, dut.i, {"a": a_beat, "b": b_beat, "last": k == len(a_beats) - 1},
+                                 rng=rng, stall=stall)
 
     async def sink(ctx):
         cycle = 0
@@ -369,8 +371,8 @@ def test_sim_slice_skip_schedule():
     bits, pairs = 16, 8
     dots = _slice_dots(np.random.default_rng(3), bits, pairs, 15)
     _, cycles = rtl_slice_skip(SliceSkipPE(bits=bits, pairs=pairs, slots=16), dots, pairs, stall=0.0)
-    a_beats = [a[k:k + pairs] for a, _ in dots for k in range(0, len(a), pairs)]
-    b_beats = [b[k:k + pairs] for _, b in dots for k in range(0, len(b), pairs)]
+    a_beats = [beat for a, _ in dots for beat in sparsity.beats(a, pairs)]
+    b_beats = [beat for _, b in dots for beat in sparsity.beats(b, pairs)]
     groups = sparsity.slice_skip_groups(a_beats, b_beats, bits, 16)
     assert cycles == sum(len(g) for g in groups) + 2
 

@@ -6,7 +6,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from hw.config import Config
 from verif.streams import StreamSink, StreamSource
@@ -44,6 +44,20 @@ class BenchTB:
     def cycles_between(self, t0, t1):
         """Clock edges from time ``t0`` to time ``t1`` (ns), both edges counted."""
         return round((t1 - t0) / self.PERIOD_NS) + 1
+
+    async def wait_until(self, condition, timeout_cycles, settle=5):
+        """Wait, a clock edge at a time, until ``condition()`` holds or ``timeout_cycles`` edges have passed,
+        then ``settle`` more cycles (so that a surplus output would show); returns whether it held."""
+        for _ in range(timeout_cycles):
+            if condition():
+                held = True
+                break
+            await RisingEdge(self.dut.clk)
+        else:
+            held = condition()
+        if settle:
+            await ClockCycles(self.dut.clk, settle)
+        return held
 
     async def reset(self):
         self.dut.rst.value = 1

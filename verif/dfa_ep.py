@@ -11,7 +11,6 @@ import cocotb
 import numpy as np
 from amaranth.hdl import signed
 from amaranth.lib import data
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.dfa_ep import dfa_ep
 from hw.dfa_ep import command_layout
@@ -38,11 +37,7 @@ class DFAEngineTB(BenchTB):
         self.expected += [int(v) for v in dfa_ep(e, seed, len(mask), mask)]
 
     async def finish(self, timeout_cycles=100_000):
-        for _ in range(timeout_cycles):
-            if len(self.o.items) >= len(self.expected):
-                break
-            await RisingEdge(self.dut.clk)
-        await ClockCycles(self.dut.clk, 5)
+        await self.wait_until(lambda: len(self.o.items) >= len(self.expected), timeout_cycles)
         layout = data.ArrayLayout(self.out_shape, 1)
         got = [int(layout.from_bits(item)[0]) for item in self.o.items]
         assert len(got) == len(self.expected), f"{len(got)} rows out, {len(self.expected)} expected"

@@ -16,7 +16,7 @@ from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from golden import fp8
 from hw.fp8_tree import ElemFormat, input_layout
@@ -79,11 +79,7 @@ class FP8TreeTB(BenchTB):
             self.errors.append(f"{label}: got {payload:#010x}, expected {want:#010x}")
 
     async def finish(self, timeout_cycles=1_000_000):
-        for _ in range(timeout_cycles):
-            if not self.expected:
-                break
-            await RisingEdge(self.dut.clk)
-        await ClockCycles(self.dut.clk, 10)
+        await self.wait_until(lambda: not self.expected, timeout_cycles, settle=10)
         assert not self.errors, f"{len(self.errors)} mismatches, first: {self.errors[:5]}"
         assert not self.expected, f"timeout: {len(self.expected)} results never came out"
 

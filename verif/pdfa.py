@@ -8,7 +8,8 @@ patterns, must give the same issue and done cycle of every command, the same com
 cycle count and the same busy/stall/idle counters. Bad tables must be refused at once with the golden
 error code.
 
-``EDGETRAIN_PDFA_RUNS`` (JSON) replaces the random runs by fixed ones, for the benchmark: a list of
+``EDGETRAIN_PDFA_RUNS`` (the path of a JSON file) replaces the random runs by fixed ones, for the
+benchmark: a list of
 ``{"sizes": [...], "samples": n, "algorithm": "bp"|"dfa"|"pdfa", "serial": 0|1, "throughput": {...}}``;
 the engines then never stall and take :class:`golden.pdfa_schedule.Engine` durations, and the measured
 figures are written to ``EDGETRAIN_PDFA_OUT``.
@@ -20,11 +21,11 @@ import os
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from golden.pdfa_schedule import (ENGINES, PRECISIONS, Engine, Error, Layer, encode, engine_durations,
-                                  hardware_error, mlp, simulate)
+from golden.pdfa_schedule import (ENGINES, PRECISIONS, Engine, Error, encode_table, engine_durations,
+                                  hardware_error, mlp)
 from hw.pdfa import command_layout, entry_layout, start_layout, status_layout
 from verif.bench import BenchTB
-from verif.pdfa_trace import COMMAND_FIELDS, check_run
+from verif.pdfa_trace import COMMAND_FIELDS, check_run, random_durations, random_table
 
 
 class PDFATB(BenchTB):
@@ -98,21 +99,6 @@ class PDFATB(BenchTB):
         return {"error": int(status.error), "cycles": int(status.cycles), "trace": trace, "counters": counters,
                 "ready": ready}
 
-    def random_table(self, layers, pipelined):
-        cfg = self.cfg
-        limit = min(24, (1 << cfg.size_width) - 1)
-        sizes = [self.rng.randint(1, limit) for _ in range(layers + 1)]
-        return [Layer(a, b, self.rng.choice(cfg.precisions),
-                      "dfa" if pipelined or self.rng.random() < 0.5 else "bp", self.rng.randint(0, 15))
-                for a, b in zip(sizes, sizes[1:])]
-
-    def random_durations(self, high):
-        durations = {}
-
-        def duration(engine, layer, sample):
-            return durations.setdefault((engine, layer, sample), self.rng.randint(1, high))
-        return duration
-
 
 @cocotb.test()
 async def random_runs(dut):
@@ -124,10 +110,11 @@ async def random_runs(dut):
     for n in range(18):
         layers = 1 + n % tb.cfg.max_layers
         pipelined, serial = [(0, 0), (1, 0), (0, 1)][n % 3]
-        table = tb.random_table(layers, pipelined)
+        table = random_table(tb.rng, layers, pipelined=pipelined, size=min(24, (1 << tb.cfg.size_width) - 1),
+                             precisions=tb.cfg.precisions)
         samples = tb.rng.randint(0 if n == 0 else 1, max_samples)
-        duration = tb.random_durations(high=3 if n % 4 == 0 else 15)
-        entries = [encode(layer, last=i == layers - 1) for i, layer in enumerate(table)]
+        duration = random_durations(tb.rng, high=3 if n % 4 == 0 else 15)
+        entries = encode_table(table)
         got = await tb.run(entries, samples, pipelined, serial, duration, ready_p=tb.rng.choice([0.3, 0.7, 1.0]))
         check_run(table, samples, pipelined=pipelined, serial=serial, duration=duration, **got)
 
@@ -138,7 +125,7 @@ async def bad_tables(dut):
     tb = PDFATB(dut)
     await tb.reset()
     cfg = tb.cfg
-    good = [encode(layer, last=i == 1) for i, layer in enumerate(mlp([5, 4, 3], precision=cfg.precisions[0]))]
+    good = encode_table(mlp([5, 4, 3], precision=cfg.precisions[0]))
     first = dict(good[0])
     missing = [i for i, p in enumerate(PRECISIONS) if p not in cfg.precisions] + [5, 6, 7]
     cases = [
@@ -165,20 +152,17 @@ async def benchmark(dut):
     tb = PDFATB(dut, stall=0.0)
     await tb.reset()
     results = []
-    for spec in json.loads(os.environ["EDGETRAIN_PDFA_RUNS"]):
-        algorithm = spec["algorithm"]
+    with open(os.environ["EDGETRAIN_PDFA_RUNS"]) as f:
+        specs = json.load(f)
+    for spec in specs:
+        algorithm, samples, serial = spec["algorithm"], spec["samples"], spec.get("serial", 0)
+        pipelined = int(algorithm == "pdfa")
         table = mlp(spec["sizes"], precision=spec.get("precision", "dfxp8"),
                     feedback="bp" if algorithm == "bp" else "dfa")
         engines = {e: Engine(spec["throughput"][e], spec.get("latency", {}).get(e, 0)) for e in ENGINES}
-        golden = simulate(table, spec["samples"], pipelined=algorithm == "pdfa", serial=spec.get("serial", 0),
-                          engines=engines)
-
         duration = engine_durations(table, engines)
-        entries = [encode(layer, last=i == len(table) - 1) for i, layer in enumerate(table)]
-        got = await tb.run(entries, spec["samples"], int(algorithm == "pdfa"), spec.get("serial", 0), duration,
-                           ready_p=1.0)
-        check_run(table, spec["samples"], pipelined=algorithm == "pdfa", serial=spec.get("serial", 0),
-                  duration=duration, **got)
+        got = await tb.run(encode_table(table), samples, pipelined, serial, duration, ready_p=1.0)
+        golden = check_run(table, samples, pipelined=pipelined, serial=serial, duration=duration, **got)
         results.append(dict(spec, cycles=got["cycles"], golden_cycles=golden.cycles,
                             counters={e: dict(zip(("busy", "stall", "idle"), got["counters"][e])) for e in ENGINES}))
     with open(os.environ["EDGETRAIN_PDFA_OUT"], "w") as f:

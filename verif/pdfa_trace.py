@@ -7,12 +7,30 @@ drove on every cycle (cycle 0 is the one after the ``start`` transfer). :func:`c
 cycle, done cycle, command field and counter.
 """
 
-from golden.pdfa_schedule import ENGINES, PRECISIONS, Error, op_matrix, simulate
+from golden.pdfa_schedule import ENGINES, PRECISIONS, Error, Layer, op_matrix, simulate
 
 
-__all__ = ["COMMAND_FIELDS", "check_run"]
+__all__ = ["COMMAND_FIELDS", "check_run", "random_table", "random_durations"]
 
 COMMAND_FIELDS = ("layer", "sample", "rows", "cols", "precision", "feedback", "lr_shift")
+
+
+def random_table(rng, layers, *, pipelined, size, precisions=PRECISIONS):
+    """A chained table of ``layers`` random layers (sizes 1 to ``size``), BP or DFA at random unless
+    ``pipelined`` (then DFA), any of ``precisions``, any learning-rate shift."""
+    sizes = [rng.randint(1, size) for _ in range(layers + 1)]
+    return [Layer(a, b, rng.choice(precisions), "dfa" if pipelined or rng.random() < 0.5 else "bp",
+                  rng.randint(0, 15)) for a, b in zip(sizes, sizes[1:])]
+
+
+def random_durations(rng, *, low=1, high):
+    """``duration(engine, layer, sample)``: a random number of cycles in ``low .. high``, drawn once per
+    operation (the engine models and the golden replay must see the same)."""
+    durations = {}
+
+    def duration(engine, layer, sample):
+        return durations.setdefault((engine, int(layer), int(sample)), rng.randint(low, high))
+    return duration
 
 
 def check_run(table, samples, *, pipelined, serial, error, cycles, trace, counters, ready, duration):

@@ -14,7 +14,7 @@ from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from golden import pe_array as golden
 from golden.dfxp import code_range
@@ -65,11 +65,7 @@ class PEArrayTB(BenchTB):
 
     async def finish(self, timeout_cycles=200_000):
         """Wait until every expected row has arrived, then fail on any mismatch."""
-        for _ in range(timeout_cycles):
-            if not self.expected:
-                break
-            await RisingEdge(self.dut.clk)
-        await ClockCycles(self.dut.clk, 10)
+        await self.wait_until(lambda: not self.expected, timeout_cycles, settle=10)
         assert not self.errors, f"{len(self.errors)} mismatches, first: {self.errors[:3]}"
         assert not self.expected, (f"timeout: {len(self.expected)} rows never came out "
                                    f"(next: {self.expected[0][0]})")

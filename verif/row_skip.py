@@ -14,7 +14,6 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
 
 from golden import sparsity
 from hw.row_skip import mask_layout, row_layout
@@ -34,20 +33,17 @@ class RowSkipTB(BenchTB):
     async def listing(self, mask):
         """Write ``mask``, start, and return (rows listed, cycles from start to done)."""
         lanes = self.cfg.mask_lanes
-        bits = [int(b) for b in mask] + [0] * (-len(mask) % lanes)
-        words = [sum(b << i for i, b in enumerate(bits[k:k + lanes])) for k in range(0, len(bits), lanes)] or [0]
+        words = sparsity.mask_words(mask, lanes)
         for k, word in enumerate(words):
             self.mask.send(self.mask_l.const({"bits": word, "last": k == len(words) - 1}).as_bits())
         await self.mask.wait_idle()
         first = len(self.o.items)
         self.start.send(0)
-        for _ in range(100 * (len(bits) + 4)):
-            items = [self.row_l.from_bits(v) for v in self.o.items[first:]]
-            if items and items[-1].done:
-                break
-            await RisingEdge(self.dut.clk)
-        else:
-            raise AssertionError("no done beat: the row skipper hung")
+        ended = await self.wait_until(
+            lambda: len(self.o.items) > first and self.row_l.from_bits(self.o.items[-1]).done,
+            100 * (len(words) * lanes + 4), settle=0)
+        assert ended, "no done beat: the row skipper hung"
+        items = [self.row_l.from_bits(v) for v in self.o.items[first:]]
         assert sum(int(i.done) for i in items) == 1
         cycles = self.cycles_between(self.start.times[-1], self.o.times[-1])
         return [int(i.index) for i in items[:-1]], cycles

@@ -10,7 +10,6 @@ import json
 import os
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.tsram import Access, Axis as GAxis, TransposableStore
 from amaranth.hdl import unsigned
@@ -48,11 +47,7 @@ class TSRAMTB(BenchTB):
         self.reads.append(access)
 
     async def finish(self, timeout_cycles=200_000):
-        for _ in range(timeout_cycles):
-            if len(self.rresp.items) == len(self.reads) and not self.w.queue:
-                break
-            await RisingEdge(self.dut.clk)
-        await ClockCycles(self.dut.clk, 5)
+        await self.wait_until(lambda: len(self.rresp.items) == len(self.reads) and not self.w.queue, timeout_cycles)
         assert len(self.rresp.items) == len(self.reads), \
             f"{len(self.reads)} reads, {len(self.rresp.items)} responses"
         # Replay in edge order; at one edge the read goes first.

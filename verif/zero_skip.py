@@ -6,8 +6,9 @@ which slot, the ``last`` marks), every slot's weight must be ``weights[index]``,
 accumulated from the slots must equal the dense ones, exactly. Stimulus: random vectors at sparsity 0 to 1,
 and DFXP-16 activations and errors of a DFA training step of :mod:`golden.training`.
 
-``EDGETRAIN_ZS_RUNS`` (the path of a JSON file, for the benchmark) names vector sets to time without stalls; the cycles from
-the first input transfer to the last output transfer of each set go to ``EDGETRAIN_ZS_OUT``.
+``EDGETRAIN_ZS_RUNS`` (the path of a JSON file, for the benchmark) names vector sets to time without
+stalls; the cycles from the first input transfer to the last output transfer of each set go to
+``EDGETRAIN_ZS_OUT``.
 """
 
 import json
@@ -15,7 +16,7 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from golden import sparsity
 from hw.zero_skip import input_layout, output_layout, weight_layout
@@ -45,19 +46,14 @@ class ZeroSkipTB(BenchTB):
     def send(self, vectors):
         n = self.cfg.window
         for vector in vectors:
-            padded = [int(v) for v in vector] + [0] * (-len(vector) % n)
-            chunks = [padded[k:k + n] for k in range(0, len(padded), n)] or [[0] * n]
+            chunks = sparsity.beats(vector, n)
             for k, chunk in enumerate(chunks):
                 self.i.send(self.in_l.const({"values": chunk, "last": k == len(chunks) - 1}).as_bits())
 
     async def check(self, vectors, first=0, timeout_cycles=200_000):
         """Wait for the beats of ``vectors`` (after ``first`` earlier beats) and compare them with golden."""
         want = sparsity.zero_skip_beats(vectors, self.cfg.slots)
-        for _ in range(timeout_cycles):
-            if len(self.o.items) >= first + len(want):
-                break
-            await RisingEdge(self.dut.clk)
-        await ClockCycles(self.dut.clk, 5)
+        await self.wait_until(lambda: len(self.o.items) >= first + len(want), timeout_cycles)
         items = self.o.items[first:]
         assert len(items) == len(want), f"{len(items)} beats out, {len(want)} expected"
         got, dots, acc = [], [], 0

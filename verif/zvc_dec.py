@@ -3,7 +3,6 @@ bubbles, vectors out with random back-pressure; every vector must equal the orig
 Same stimulus as ``verif/zvc_enc.py``."""
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden import sparsity
 from verif.zvc_enc import ZVCTB, zvc_vectors
@@ -19,11 +18,7 @@ async def decode(dut):
         words = sparsity.zvc_encode(v, tb.cfg.zvc_width)
         for k, word in enumerate(words):
             source.send(tb.words.const({"word": word, "last": k == len(words) - 1}).as_bits())
-    for _ in range(100 * len(vectors) * tb.cfg.zvc_n):
-        if len(sink.items) >= len(vectors):
-            break
-        await RisingEdge(dut.clk)
-    await ClockCycles(dut.clk, 5)
+    await tb.wait_until(lambda: len(sink.items) >= len(vectors), 100 * len(vectors) * tb.cfg.zvc_n)
     got = [[int(x) for x in tb.vector.from_bits(item)] for item in sink.items]
     assert got == [[int(x) for x in v] for v in vectors], "decoded vectors differ from the originals"
     assert not int(dut.error.value)

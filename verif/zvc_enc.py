@@ -11,7 +11,6 @@ import cocotb
 import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden import sparsity
 from hw.zvc import word_layout
@@ -52,11 +51,7 @@ async def encode(dut):
     for v in vectors:
         source.send(tb.vector.const([int(x) for x in v]).as_bits())
     total = sum(map(len, want))
-    for _ in range(100 * total):
-        if len(sink.items) >= total:
-            break
-        await RisingEdge(dut.clk)
-    await ClockCycles(dut.clk, 5)
+    await tb.wait_until(lambda: len(sink.items) >= total, 100 * total)
     got, record = [], []
     for item in sink.items:
         word = tb.words.from_bits(item)
