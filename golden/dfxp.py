@@ -78,15 +78,34 @@ class Lfsr:
         return state ^ cls.TAPS if lsb else state
 
     @staticmethod
-    def _apply(cols, states):
-        """Apply a GF(2) matrix (its 32 columns) to an array of states."""
-        out = np.zeros_like(states)
-        for b in range(32):
-            out ^= np.where((states >> np.uint64(b)) & np.uint64(1), cols[b], np.uint64(0))
+    def _tables(cols):
+        """Byte tables of a GF(2) matrix given by its 32 columns: ``tables[b][v]`` is the XOR of the columns
+        of the set bits of byte ``b`` of a state, so applying the matrix is four look-ups."""
+        cols = np.asarray(cols, dtype=np.uint64)
+        tables = np.zeros((4, 256), dtype=np.uint64)
+        values = np.arange(256, dtype=np.uint64)
+        for byte in range(4):
+            for bit in range(8):
+                tables[byte] ^= np.where((values >> np.uint64(bit)) & np.uint64(1), cols[8 * byte + bit],
+                                         np.uint64(0))
+        return tables
+
+    @staticmethod
+    def _apply_tables(tables, states):
+        states = np.asarray(states, dtype=np.uint64)
+        out = tables[0][states & np.uint64(0xFF)]
+        out ^= tables[1][(states >> np.uint64(8)) & np.uint64(0xFF)]
+        out ^= tables[2][(states >> np.uint64(16)) & np.uint64(0xFF)]
+        out ^= tables[3][(states >> np.uint64(24)) & np.uint64(0xFF)]
         return out
 
     @classmethod
-    @functools.lru_cache(maxsize=64)
+    def _apply(cls, cols, states):
+        """Apply a GF(2) matrix (its 32 columns) to an array of states."""
+        return cls._apply_tables(cls._tables(cols), states)
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
     def _jump_columns(cls, steps):
         """Columns of the matrix that advances the state by ``steps`` steps (by repeated squaring)."""
         one = np.array([cls.step(1 << b) for b in range(32)], dtype=np.uint64)
@@ -97,28 +116,37 @@ class Lfsr:
                 result = cls._apply(power, result)
             power = cls._apply(power, power)
             steps >>= 1
+        result.setflags(write=False)
         return result
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
+    def _jump_tables(cls, steps):
+        tables = cls._tables(cls._jump_columns(steps))
+        tables.setflags(write=False)
+        return tables
 
     def draw(self, count):
         """Return the next ``count`` 16-bit random numbers (uint32 array) and advance the state."""
         count = int(count)
         if count == 0:
             return np.empty(0, dtype=np.uint32)
-        # Leapfrog: lane i holds draw i; the lanes are filled by doubling, then jump `lanes` draws at once.
-        lanes = min(count, 1024)
-        states = np.array([int(self._apply(self._jump_columns(self.STEPS_PER_DRAW),
-                                           np.array([self.state], dtype=np.uint64))[0])], dtype=np.uint64)
+        # Leapfrog: lane i holds draw i; the lanes are filled by doubling, then jump `lanes` draws at once
+        # (a power of two, so that only a few jump matrices are ever made).
+        lanes = min(1 << (count - 1).bit_length(), 4096)
+        states = self._apply_tables(self._jump_tables(self.STEPS_PER_DRAW),
+                                    np.array([self.state], dtype=np.uint64))
         while len(states) < lanes:
-            ahead = self._apply(self._jump_columns(self.STEPS_PER_DRAW * len(states)), states)
+            ahead = self._apply_tables(self._jump_tables(self.STEPS_PER_DRAW * len(states)), states)
             states = np.concatenate([states, ahead])[:lanes]
         out = np.empty(count, dtype=np.uint64)
-        jump = self._jump_columns(self.STEPS_PER_DRAW * lanes)
+        jump = self._jump_tables(self.STEPS_PER_DRAW * lanes)
         for start in range(0, count, lanes):
             n = min(lanes, count - start)
             out[start:start + n] = states[:n]
             last = int(states[n - 1])
             if start + lanes < count:
-                states = self._apply(jump, states)
+                states = self._apply_tables(jump, states)
         self.state = last
         return (out & np.uint64(0xFFFF)).astype(np.uint32)
 

@@ -30,12 +30,15 @@ from . import __version__
 from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
 from .dfa_ep import DFAErrorEngine
 from .fp8_tree import FP8MacTree
+from .output_error import OutputErrorUnit
 from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
 from .pe_array import PEArray
+from .requant import ConversionUnit
 from .row_skip import RowSkipper
 from .slice_skip import SliceSkipPE
 from .tsram import TransposableSRAM
+from .weight_update import WeightUpdateUnit
 from .zero_skip import ZeroSkip
 from .zvc import ZVCDecoder, ZVCEncoder
 
@@ -90,7 +93,20 @@ BLOCKS = {
                         lambda c: SliceSkipPE(bits=c.sparsity.slice_bits, pairs=c.sparsity.slice_pairs,
                                               slots=c.sparsity.slice_slots, acc_width=c.pe.acc_width),
                         "slice-skipping PE: only the needed 4-bit slices take a multiplier"),
+    "requant": Block("edgetrain_requant", lambda c: ConversionUnit(lanes=c.pe.cols, acc_width=c.pe.acc_width),
+                     "conversion unit: accumulators to DFXP codes (rounding, saturation, overflow counters)"),
+    "output_error": Block("edgetrain_output_error",
+                          lambda c: OutputErrorUnit(lanes=c.pe.cols, classes=c.dfa.classes),
+                          "output-error unit: integer softmax minus one-hot, to DFXP error codes"),
+    "weight_update": Block("edgetrain_weight_update",
+                           lambda c: WeightUpdateUnit(lanes=c.pe.cols),
+                           "weight-update unit: 16-bit masters minus the stochastically rounded gradient"),
 }
+
+
+def _units(name="requant"):
+    import importlib
+    return importlib.import_module(f".{name}", __package__)
 
 
 def elaborate(block, config, target="verilog"):

@@ -21,7 +21,7 @@ from golden.pdfa_schedule import PRECISIONS
 
 __all__ = [
     "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "SparsityConfig",
-    "Config",
+    "TrainCoreConfig", "Config",
     "PRESETS",
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
@@ -255,6 +255,46 @@ class SparsityConfig:
 
 
 @dataclass(frozen=True)
+class TrainCoreConfig:
+    """Parameters of the TrainCore (block 7), the whole training accelerator.
+
+    Attributes
+    ----------
+    tile : int
+        Its PE arrays are ``tile x tile`` (one for each of FF, EP and WG), its memories hold ``tile x tile``
+        tiles per word, and its conversion, output-error and update units have ``tile`` lanes. A power of
+        two from 4 to 64; a layer precision runs on the core when its operand pairs per PE line fit a tile
+        row (8, 12, 16 bits from 4 up; 4 bits from 16).
+    max_batch : int
+        Largest mini-batch (samples per step).
+    max_width : int
+        Largest layer width (input, hidden or output).
+    weight_tiles : int
+        Weight tiles of one version (two versions are stored), a power of two.
+    act_tiles : int
+        Tiles of hidden activations, of errors and of dReLU masks for one of the two steps in flight, a
+        power of two.
+    """
+    tile: int = 8
+    max_batch: int = 32
+    max_width: int = 128
+    weight_tiles: int = 512
+    act_tiles: int = 256
+
+    def __post_init__(self):
+        _check_int("core.tile", self.tile, minimum=4, power_of_two=True)
+        if self.tile > 64:
+            raise ConfigError(f"core.tile must be at most 64, not {self.tile!r}")
+        _check_int("core.max_batch", self.max_batch)
+        _check_int("core.max_width", self.max_width)
+        _check_int("core.weight_tiles", self.weight_tiles, power_of_two=True)
+        _check_int("core.act_tiles", self.act_tiles, power_of_two=True)
+        if self.max_batch > 4096 or self.max_width > 4096:
+            raise ConfigError(f"core.max_batch and core.max_width must be at most 4096, not "
+                              f"{self.max_batch} and {self.max_width}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -276,6 +316,8 @@ class Config:
         PDFA training controller.
     sparsity : SparsityConfig
         Zero-skip unit and ZVC encoder/decoder.
+    core : TrainCoreConfig
+        The TrainCore (uses ``pe.max_k``, ``dfa.classes``, ``pdfa.*`` too).
     """
     name: str = "default"
     clock_mhz: float = 250.0
@@ -285,6 +327,7 @@ class Config:
     dfa: DFAConfig = field(default_factory=DFAConfig)
     pdfa: PDFAConfig = field(default_factory=PDFAConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    core: TrainCoreConfig = field(default_factory=TrainCoreConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -295,6 +338,15 @@ class Config:
                 or not 0 < self.clock_mhz <= 10000:
             raise ConfigError(f"clock_mhz must be a number in (0, 10000], not {self.clock_mhz!r}")
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+        core = self.core
+        if max(core.max_width, core.max_batch) > self.pe.max_k:
+            raise ConfigError(f"core.max_width and core.max_batch must be at most pe.max_k ({self.pe.max_k}): a "
+                              f"16-bit reduction takes one beat per element, not {core.max_width} and {core.max_batch}")
+        if core.max_width >= 1 << self.pdfa.size_width:
+            raise ConfigError(f"core.max_width must fit pdfa.size_width ({self.pdfa.size_width} bits), not "
+                              f"{core.max_width}")
+        if self.dfa.classes > core.max_width:
+            raise ConfigError(f"dfa.classes must be at most core.max_width ({core.max_width}), not {self.dfa.classes}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -321,7 +373,8 @@ PRESETS = {
                     pdfa=PDFAConfig(max_layers=4, size_width=8, sample_width=6, counter_width=20),
                     sparsity=SparsityConfig(window=8, slots=3, width=8, weight_width=8, depth=40, zvc_n=12,
                                             zvc_width=8, mask_lanes=4, max_rows=64, slice_bits=8, slice_pairs=4,
-                                            slice_slots=4)),
+                                            slice_slots=4),
+                    core=TrainCoreConfig(tile=4, max_batch=8, max_width=64, weight_tiles=64, act_tiles=16)),
 }
 
 

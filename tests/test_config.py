@@ -94,10 +94,25 @@ def test_load_toml_missing(tmp_path):
 
 
 def test_parameter_keys():
-    assert parameter_keys() == ["clock_mhz", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
+    assert parameter_keys() == ["clock_mhz", "core.act_tiles", "core.max_batch", "core.max_width", "core.tile",
+                                "core.weight_tiles", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.max_k", "pe.precisions", "pe.rows",
                                 "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slice_bits",
                                 "sparsity.slice_pairs", "sparsity.slice_slots", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
                                 "sparsity.window", "sparsity.zvc_n", "sparsity.zvc_width",
                                 "tsram.n", "tsram.tiles", "tsram.width"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["core.tile=6"], "core.tile must be a power of two, not 6"),
+    (["core.tile=2"], "core.tile must be an integer >= 4, not 2"),
+    (["core.weight_tiles=100"], "core.weight_tiles must be a power of two, not 100"),
+    (["core.max_width=5000"], "core.max_width must be at most 4096"),
+    (["pe.max_k=64"], "core.max_width and core.max_batch must be at most pe.max_k (64)"),
+    (["pdfa.size_width=7"], "core.max_width must fit pdfa.size_width (7 bits), not 128"),
+])
+def test_core_config_wrong(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(preset("default"), overrides)
+    assert message in str(info.value)

@@ -108,3 +108,44 @@ def test_init_wrong(kwargs, exc, message):
 def test_bench(simulator):
     result = run_bench("dfa_ep", preset("small"), simulator)
     assert result.tests == 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+def test_sim_lanes_share_the_rows():
+    # Three error vectors at once: each lane is the single-vector engine's result for its vector.
+    rng = np.random.default_rng(11)
+    cols, lanes, width = 10, 3, 16
+    dut = DFAErrorEngine(cols=cols, width=width, max_rows=16, lanes=lanes)
+    jobs = []
+    for _ in range(6):
+        rows = int(rng.integers(1, 17))
+        jobs.append((int(rng.integers(1, 1 << 32)), rng.integers(-(1 << 15), 1 << 15, (lanes, cols)),
+                     rng.integers(0, 2, (rows, lanes))))
+    got = []
+    total = sum(len(mask) for *_, mask in jobs)
+    pyrng = random.Random(1)
+
+    async def commands(ctx):
+        for seed, e, _ in jobs:
+            await stream_put(ctx, dut.cmd, {"seed": seed, "rows_m1": len(_) - 1,
+                                            "e": [[int(v) for v in lane] for lane in e]})
+
+    async def masks(ctx):
+        for *_, mask in jobs:
+            for bits in mask:
+                await stream_put(ctx, dut.mask, sum(int(b) << k for k, b in enumerate(bits)), rng=pyrng, stall=0.3)
+
+    async def sink(ctx):
+        while len(got) < total:
+            got.append([int(v) for v in await stream_get(ctx, dut.o, rng=pyrng, stall=0.3)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(masks, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    want = []
+    for seed, e, mask in jobs:
+        per_lane = [dfa_ep(e[k], seed, len(mask), mask[:, k]) for k in range(lanes)]
+        want += [[int(per_lane[k][i]) for k in range(lanes)] for i in range(len(mask))]
+    assert got == want

@@ -1,0 +1,146 @@
+"""The weight-update unit: ``W <- sat16(W - SR(G * 2**-shift))`` on 16-bit master weights, with the
+stochastic rounding drawn from per-lane LFSRs (:func:`golden.core.weight_update`)."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.core import MASTER_BITS
+from .lfsr import DRAW_BITS, STATE_BITS, LfsrBank, seed_layout
+from .requant import _check_lanes, _check_max_beats, beat_control, clamp, wire
+
+
+__all__ = ["GRAD_BITS", "command_layout", "input_layout", "output_layout", "WeightUpdateUnit"]
+
+#: Bits of a gradient code (the widest DFXP word).
+GRAD_BITS = 16
+# The rounded step is limited to +-2**17 before the subtraction, as the golden model does; any larger step
+# saturates the master anyway.
+_STEP_LIMIT = 1 << 17
+
+
+def command_layout(max_beats):
+    """One update job: ``shift = frac_g + lr_shift - frac_w`` (negative: left) and the beat count minus one."""
+    return data.StructLayout({
+        "shift": signed(9),
+        "beats_m1": unsigned((max_beats - 1).bit_length()),
+    })
+
+
+def input_layout(lanes):
+    """One input beat: a master weight and a gradient code per lane, and the lanes' enables."""
+    return data.StructLayout({
+        "master": data.ArrayLayout(signed(MASTER_BITS), lanes),
+        "grad": data.ArrayLayout(signed(GRAD_BITS), lanes),
+        "en": unsigned(lanes),
+    })
+
+
+def output_layout(lanes):
+    """One output beat: the new master weights and the job's last-beat flag."""
+    return data.StructLayout({
+        "master": data.ArrayLayout(signed(MASTER_BITS), lanes),
+        "last": unsigned(1),
+    })
+
+
+class WeightUpdateUnit(wiring.Component):
+    """``lanes`` master weights per cycle updated by their gradients, bit-exact with
+    :func:`golden.core.weight_update`.
+
+    A job (``cmd``) gives the shift ``frac_g + lr_shift - frac_w`` (any value of the 9-bit field, exactly)
+    and then takes ``beats_m1 + 1`` beats on ``i``; lane ``j`` of beat ``k`` is element ``k`` of lane ``j``.
+    An enabled element becomes ``sat16(master - clip(SR(grad * 2**-shift), -2**17, 2**17))``, ``SR`` the
+    stochastic rounding of :func:`golden.core.shift_round` with one draw from lane ``j``'s generator (taken
+    also when the shift is not positive and the step is exact), in beat order; a disabled element passes
+    its master through and draws nothing.
+
+    Generators (:class:`hw.lfsr.LfsrBank`): a ``seed`` transfer loads one lane's state, between jobs only
+    (as :class:`hw.requant.ConversionUnit`); ``state`` shows the current states.
+
+    Throughput: one beat per cycle with back-to-back jobs. Latency: :attr:`LATENCY` = 1; a beat taken at a
+    clock edge is offered on ``o`` from the next edge (registers: shifter, output). Back-pressure on ``o``
+    stalls the unit; nothing is lost or repeated.
+
+    Parameters
+    ----------
+    lanes : int
+        Weights per beat, 1 to 64.
+    max_beats : int
+        Most beats of one job, a power of two >= 2.
+
+    Members
+    -------
+    cmd : In(stream.Signature(command_layout(max_beats)))
+    i : In(stream.Signature(input_layout(lanes)))
+    o : Out(stream.Signature(output_layout(lanes)))
+    seed : In(stream.Signature(hw.lfsr.seed_layout(lanes)))
+    state : Out(data.ArrayLayout(unsigned(32), lanes))
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad parameter.
+    """
+
+    #: Clock edges from the one that takes a beat to the one after which its weights are offered.
+    LATENCY = 1
+
+    def __init__(self, *, lanes, max_beats=2 ** 16):
+        _check_lanes(lanes)
+        _check_max_beats(max_beats)
+        self._lanes, self._max_beats = lanes, max_beats
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(max_beats))),
+            "i": In(stream.Signature(input_layout(lanes))),
+            "o": Out(stream.Signature(output_layout(lanes))),
+            "seed": In(stream.Signature(seed_layout(lanes))),
+            "state": Out(data.ArrayLayout(unsigned(STATE_BITS), lanes)),
+        })
+
+    lanes = property(lambda self: self._lanes)
+    max_beats = property(lambda self: self._max_beats)
+    latency = property(lambda self: self.LATENCY)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self._lanes
+        m.submodules.lfsr = bank = LfsrBank(lanes=lanes, draws=1)
+        wiring.connect(m, wiring.flipped(self.seed), bank.seed)
+        m.d.comb += self.state.eq(bank.state)
+
+        en1 = Signal(lanes)
+        int1 = [Signal(signed(20), name=f"int1_{j}") for j in range(lanes)]
+        frac1 = [Signal(DRAW_BITS, name=f"frac1_{j}") for j in range(lanes)]
+        r1 = [Signal(DRAW_BITS, name=f"r1_{j}") for j in range(lanes)]
+        master1 = [Signal(signed(MASTER_BITS), name=f"master1_{j}") for j in range(lanes)]
+        v1, last1 = Signal(), Signal()
+
+        advance = wire(m, ~self.o.valid | self.o.ready, "advance")
+        active, take, last, job = beat_control(m, self.cmd, self.i, advance=advance, hold=self.seed.valid)
+        m.d.comb += bank.busy.eq(active)
+
+        # Stage 0: one draw per enabled element; the shifter. grad * 2**(16 - s) is (grad << 34) >> (s + 18):
+        # a left shift of 18 takes every non-zero gradient past the step limit, and a right shift of 32
+        # leaves only the sign in the integer part and in the 16 fraction bits.
+        beat = self.i.payload
+        amount = wire(m, (clamp(job.shift, -18, 32) + 18).as_unsigned()[:6], "amount")
+        for j in range(lanes):
+            m.d.comb += bank.take[j].eq(take & beat.en[j])
+        with m.If(advance):
+            m.d.sync += [v1.eq(take), last1.eq(last), en1.eq(beat.en)]
+            for j in range(lanes):
+                y = wire(m, (beat.grad[j].as_signed() << 34) >> amount, f"shifted{j}")
+                integer = wire(m, y[16:].as_signed(), f"integer{j}")
+                m.d.sync += [int1[j].eq(clamp(integer, -2 * _STEP_LIMIT, 2 * _STEP_LIMIT)),
+                             frac1[j].eq(y[:16]), r1[j].eq(bank.draw[j][0]), master1[j].eq(beat.master[j])]
+
+        # Stage 1: the rounded step, the saturating subtraction, into the output register.
+        lo, hi = -(1 << (MASTER_BITS - 1)), (1 << (MASTER_BITS - 1)) - 1
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(v1), self.o.payload.last.eq(last1)]
+            for j in range(lanes):
+                step = wire(m, clamp(int1[j] + (r1[j] < frac1[j]), -_STEP_LIMIT, _STEP_LIMIT), f"step{j}")
+                new = wire(m, master1[j] - step, f"new{j}")
+                m.d.sync += self.o.payload.master[j].eq(Mux(en1[j], clamp(new, lo, hi), master1[j]))
+        return m
