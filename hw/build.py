@@ -2,7 +2,10 @@
 
 Writes under ``<out>/<config name>/`` (``build/default/`` by default):
 
-* one Verilog (``--target verilog``) or RTLIL (``--target rtlil``) file per top-level block;
+* one Verilog (``--target verilog``) or RTLIL (``--target rtlil``) file per top-level block, the TrainCore
+  (``train_core.v``, module ``edgetrain_train_core``) first;
+* ``train_core_regs.{md,h,py}``: the TrainCore's register reference, C header and Python driver, generated
+  from :func:`hw.train_core.register_map`;
 * ``config.json``: the full configuration, read back by the golden models and the benches;
 * ``manifest.json``: files, top module names, all parameters, generator version;
 * ``clock.sdc``: the clock constraint for downstream ASIC flows (from ``constraints/clock.sdc``).
@@ -37,6 +40,7 @@ from .pe_array import PEArray
 from .requant import ConversionUnit
 from .row_skip import RowSkipper
 from .slice_skip import SliceSkipPE
+from .train_core import TrainCore
 from .tsram import TransposableSRAM
 from .weight_update import WeightUpdateUnit
 from .zero_skip import ZeroSkip
@@ -57,6 +61,8 @@ class Block:
 
 
 BLOCKS = {
+    "train_core": Block("edgetrain_train_core", lambda c: TrainCore(c),
+                        "TrainCore: the whole training accelerator behind AXI4-Lite and AXI4-Stream"),
     "pe_array": Block("edgetrain_pe_array",
                       lambda c: PEArray(rows=c.pe.rows, cols=c.pe.cols, max_k=c.pe.max_k,
                                         precisions=c.pe.precisions),
@@ -104,11 +110,6 @@ BLOCKS = {
 }
 
 
-def _units(name="requant"):
-    import importlib
-    return importlib.import_module(f".{name}", __package__)
-
-
 def elaborate(block, config, target="verilog"):
     """Text of one block in Verilog or RTLIL."""
     spec = BLOCKS[block]
@@ -138,6 +139,15 @@ def generate(config, target, out_root, blocks=None, progress=_progress):
             name = f"{block}.{ext}"
             (scratch / name).write_text(elaborate(block, config, "rtlil" if target == "rtlil" else "verilog"))
             files[block] = name
+        if "train_core" in blocks:
+            # The core's register map, in the forms an integrator uses (one source: hw.train_core).
+            from . import regmap
+            from .train_core import register_map
+            regs = register_map(config)
+            (scratch / "train_core_regs.md").write_text(regmap.markdown(regs))
+            (scratch / "train_core_regs.h").write_text(regmap.c_header(regs))
+            (scratch / "train_core_regs.py").write_text(regmap.python_driver(regs))
+            files["train_core_regs"] = ["train_core_regs.md", "train_core_regs.h", "train_core_regs.py"]
         period = 1000.0 / config.clock_mhz
         sdc = (_ROOT / "constraints" / "clock.sdc").read_text().format(
             clock_mhz=f"{config.clock_mhz:g}", period_ns=f"{period:.3f}", io_delay_ns=f"{0.2 * period:.3f}")
@@ -152,6 +162,7 @@ def generate(config, target, out_root, blocks=None, progress=_progress):
             "derived": {"pe.acc_width": config.pe.acc_width},
             "blocks": {b: {"file": files[b], "top": BLOCKS[b].top, "description": BLOCKS[b].description}
                        for b in blocks},
+            "register_map": files.get("train_core_regs"),
             "constraints": "clock.sdc",
         }
         if target == "synth":

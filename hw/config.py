@@ -345,6 +345,11 @@ class Config:
         if core.max_width >= 1 << self.pdfa.size_width:
             raise ConfigError(f"core.max_width must fit pdfa.size_width ({self.pdfa.size_width} bits), not "
                               f"{core.max_width}")
+        lanes = {4: 16, 8: 4, 12: 1, 16: 1}            # operand pairs per PE line (golden.pe_array.lanes)
+        if not any(lanes[p] <= core.tile and f"dfxp{p}" in self.pdfa.precisions for p in self.pe.precisions):
+            raise ConfigError(f"core.tile {core.tile} runs none of the layer precisions: pe.precisions and "
+                              f"pdfa.precisions must share a DFXP width whose operand pairs per line fit the tile "
+                              f"(8, 12 or 16 bits from 4, 4 bits from 16)")
         if self.dfa.classes > core.max_width:
             raise ConfigError(f"dfa.classes must be at most core.max_width ({core.max_width}), not {self.dfa.classes}")
 

@@ -88,7 +88,9 @@ class PEArray(wiring.Component):
     (the next command is taken with the last beat of the current one). The output tile is copied into a
     drain buffer, so draining overlaps the next reduction; the last beat of a command waits while the
     buffer still holds the previous tile, so commands shorter than about ``rows + 4`` beats are
-    drain-bound. Latency: the first output row is valid 3 cycles after the clock edge that takes the last
+    drain-bound. With ``drain_buffers=2`` a second buffer holds a finished tile while the previous one
+    drains, so only commands shorter than ``rows`` beats are drain-bound (a tile of ``rows`` rows leaves one
+    row per cycle), at the cost of one more tile of accumulator-wide registers. Latency: the first output row is valid 3 cycles after the clock edge that takes the last
     beat.
 
     Back-pressure: ``a``/``b`` are taken only together (``ready`` is raised for both when both are valid);
@@ -103,6 +105,8 @@ class PEArray(wiring.Component):
     precisions : tuple of int
         Supported operand precisions, a subset of (4, 8, 12, 16). A command with another precision sets
         ``error`` and computes zeros.
+    drain_buffers : int
+        1 or 2 output tiles buffered for draining.
 
     Members
     -------
@@ -122,7 +126,7 @@ class PEArray(wiring.Component):
         On a bad parameter.
     """
 
-    def __init__(self, *, rows, cols, max_k=4096, precisions=(4, 8, 12, 16)):
+    def __init__(self, *, rows, cols, max_k=4096, precisions=(4, 8, 12, 16), drain_buffers=1):
         for name, value in (("Row count", rows), ("Column count", cols), ("Maximum beat count", max_k)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -135,7 +139,10 @@ class PEArray(wiring.Component):
         precisions = tuple(precisions)
         if not precisions or any(p not in PRECISION_CODES for p in precisions):
             raise ValueError(f"Precisions must be a non-empty subset of (4, 8, 12, 16), not {precisions!r}")
+        if drain_buffers not in (1, 2) or isinstance(drain_buffers, bool):
+            raise ValueError(f"Drain buffer count must be 1 or 2, not {drain_buffers!r}")
         self._rows, self._cols, self._max_k = rows, cols, max_k
+        self._drain_buffers = drain_buffers
         self._precisions = tuple(sorted(set(precisions)))
         self._acc_width = 32 + int(math.log2(max_k))
         super().__init__({
@@ -227,8 +234,10 @@ class PEArray(wiring.Component):
         busy = Signal()
 
         is_last = remaining == 0
-        # The last beat of a reduction may go only when the drain buffer will be free to take its tile.
-        go = active & self.a.valid & self.b.valid & (~is_last | (~pending & ~busy))
+        held = Signal()         # (two drain buffers) a finished tile waits behind the one draining
+        # The last beat of a reduction may go only when a drain buffer will be free to take its tile.
+        room = ~busy if self._drain_buffers == 1 else ~held
+        go = active & self.a.valid & self.b.valid & (~is_last | (~pending & room))
         m.d.comb += [self.a.ready.eq(go), self.b.ready.eq(go)]
         m.d.comb += self.cmd.ready.eq(~active | (go & is_last))
 
@@ -325,20 +334,52 @@ class PEArray(wiring.Component):
         ]
         for c in range(cols):
             m.d.comb += self.o.payload.data[c].eq(obuf[0][c] - obuf_row_corr[0] - col_corr[c])
+        new_rows = [Cat(*accs[r]) for r in range(rows)]
+        new_row_corr = [(row_sums[r] << row_shift) - (tile_beats << const_shift) for r in range(rows)]
+        new_col_corr = [col_sums[c] << col_shift for c in range(cols)]
+
+        def load(rows_, row_corr, col_corr_):
+            stmts = [obuf[r].eq(rows_[r]) for r in range(rows)] + [obuf_row_corr[r].eq(row_corr[r]) for r in range(rows)]
+            return stmts + [col_corr[c].eq(col_corr_[c]) for c in range(cols)]
+
+        take = self.o.valid & self.o.ready
+        finishing = take & (row_count == rows - 1)
         with m.If(done):
-            # `done` implies the buffer is empty: the last beat waited for it.
-            m.d.sync += [pending.eq(0), busy.eq(1), row_count.eq(0)]
-            for r in range(rows):
-                m.d.sync += [
-                    obuf[r].eq(Cat(*accs[r])),
-                    obuf_row_corr[r].eq((row_sums[r] << row_shift) - (tile_beats << const_shift)),
-                ]
-            for c in range(cols):
-                m.d.sync += col_corr[c].eq(col_sums[c] << col_shift)
-        with m.Elif(self.o.valid & self.o.ready):
+            m.d.sync += pending.eq(0)
+        if self._drain_buffers == 1:
+            with m.If(done):
+                # `done` implies the buffer is empty: the last beat waited for it.
+                m.d.sync += [busy.eq(1), row_count.eq(0)] + load(new_rows, new_row_corr, new_col_corr)
+            with m.Elif(take):
+                for r in range(rows - 1):
+                    m.d.sync += [obuf[r].eq(obuf[r + 1]), obuf_row_corr[r].eq(obuf_row_corr[r + 1])]
+                m.d.sync += row_count.eq(row_count + 1)
+                with m.If(finishing):
+                    m.d.sync += [busy.eq(0), row_count.eq(0)]
+            return m
+
+        # Two buffers: a tile that finishes while the previous one drains waits in `hold` and moves to the
+        # drain buffer as its last row leaves. (`done` never meets a full `hold`: the last beat waited.)
+        hold = [Signal(data.ArrayLayout(unsigned(width), cols), name=f"hold{r}") for r in range(rows)]
+        hold_row_corr = [Signal(width, name=f"hold_row_corr{r}") for r in range(rows)]
+        hold_col_corr = [Signal(width, name=f"hold_col_corr{c}") for c in range(cols)]
+        with m.If(take):
             for r in range(rows - 1):
                 m.d.sync += [obuf[r].eq(obuf[r + 1]), obuf_row_corr[r].eq(obuf_row_corr[r + 1])]
             m.d.sync += row_count.eq(row_count + 1)
-            with m.If(row_count == rows - 1):
-                m.d.sync += [busy.eq(0), row_count.eq(0)]
+        with m.If(finishing):
+            m.d.sync += row_count.eq(0)
+            with m.If(held):
+                m.d.sync += [held.eq(0)] + load(hold, hold_row_corr, hold_col_corr)
+            with m.Elif(done):
+                m.d.sync += load(new_rows, new_row_corr, new_col_corr)
+            with m.Else():
+                m.d.sync += busy.eq(0)
+        with m.Elif(done):
+            with m.If(busy):
+                m.d.sync += [held.eq(1)] + [hold[r].eq(new_rows[r]) for r in range(rows)]
+                m.d.sync += [hold_row_corr[r].eq(new_row_corr[r]) for r in range(rows)]
+                m.d.sync += [hold_col_corr[c].eq(new_col_corr[c]) for c in range(cols)]
+            with m.Else():
+                m.d.sync += [busy.eq(1), row_count.eq(0)] + load(new_rows, new_row_corr, new_col_corr)
         return m

@@ -168,7 +168,7 @@ class TileGemm(wiring.Component):
             raise ValueError(f"Size and address widths must be positive, not {dim_width!r} and {addr_width!r}")
         self._tile, self._max_k, self._precisions = tile, max_k, precisions
         self._dim_width, self._addr_width = dim_width, addr_width
-        self._pe = PEArray(rows=tile, cols=tile, max_k=max_k, precisions=precisions)
+        self._pe = PEArray(rows=tile, cols=tile, max_k=max_k, precisions=precisions, drain_buffers=2)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(dim_width, addr_width))),
             "a_rd": Out(tile_read_signature(addr_width, tile)),

@@ -24,6 +24,11 @@ def test_verilog(tmp_path):
         assert manifest["blocks"][block] == {"file": f"{block}.v", "top": spec.top,
                                              "description": spec.description}
     assert "create_clock -name clk -period 4.000" in (dest / "clock.sdc").read_text()
+    # The TrainCore's register map, generated in three forms from one source.
+    assert manifest["register_map"] == ["train_core_regs.md", "train_core_regs.h", "train_core_regs.py"]
+    assert "| `ctrl` |" in (dest / "train_core_regs.md").read_text() or "ctrl" in (dest / "train_core_regs.md").read_text()
+    assert "#define" in (dest / "train_core_regs.h").read_text()
+    assert "class" in (dest / "train_core_regs.py").read_text()
     assert json.loads((dest / "config.json").read_text())["name"] == "small"
 
 
@@ -72,8 +77,9 @@ def test_synth(tmp_path):
     except SynthError as exc:
         pytest.skip(str(exc))
     out = tmp_path / "out"
+    blocks = [arg for b in ("pe", "pe_fixed16", "tsram") for arg in ("--block", b)]
     assert main(["--target", "synth", "--preset", "small", "--set", "pe.rows=1", "--set", "pe.cols=1",
-                 "--out", str(out)]) == 0
+                 *blocks, "--out", str(out)]) == 0
     report = json.loads((out / "small" / "synth" / "report.json").read_text())
     pe, base = report["blocks"]["pe"], report["blocks"]["pe_fixed16"]
     # The baseline holds a 32-bit product, the 38-bit accumulator and a flag: 71 flip-flops.
