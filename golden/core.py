@@ -235,9 +235,13 @@ class CoreConfig:
         Epochs of :meth:`CoreTrainer.run`.
     lr_shift : int or tuple
         Learning-rate shift per layer (0..31): the update is ``G * 2**-lr_shift`` with ``G`` the batch's
-        summed gradient. The default, 8 at batch 16, is a learning rate of 1/16 per sample mean.
-    feedback_shift : int
-        DFA: ``B e`` is taken at ``2**-feedback_shift`` (0..15).
+        summed gradient. The default, 9 at batch 32, is a learning rate of 1/16 on the batch mean.
+    feedback_shift : int or None
+        DFA: ``B e`` is taken at ``2**-feedback_shift`` (0..15). By default
+        ``floor(log2(sizes[0]) / 2) + floor(log2(hidden) / 2)`` with ``hidden = len(sizes) - 2`` hidden
+        layers: 3 for digits MLPs of 2 to 4 weight layers, 4 for 5 to 16 of them and for 784-pixel images,
+        where a smaller shift makes DFA diverge at the default learning rate (each hidden layer's update
+        scales with ``2**-feedback_shift``, and every hidden layer moves the output at once).
     seed : int
         Initial weights, sample order (as :class:`golden.training.Trainer`), feedback matrices, LFSR seeds.
     array : tuple of int
@@ -256,10 +260,10 @@ class CoreConfig:
     sizes: tuple = (64, 128, 128, 10)
     algorithm: str = "pdfa"
     precision: object = 8
-    batch: int = 16
+    batch: int = 32
     epochs: int = 30
-    lr_shift: object = 8
-    feedback_shift: int = 2
+    lr_shift: object = 9
+    feedback_shift: object = None
     seed: int = 0
     array: tuple = (8, 8)
     max_k: int = 4096
@@ -276,6 +280,10 @@ class CoreConfig:
         sizes = tuple(int(n) for n in sizes)
         object.__setattr__(self, "sizes", sizes)
         layers = len(sizes) - 1
+        if self.feedback_shift is None:
+            hidden = max(1, len(sizes) - 2)
+            object.__setattr__(self, "feedback_shift",
+                               min(15, (sizes[0].bit_length() - 1) // 2 + (hidden.bit_length() - 1) // 2))
         if self.algorithm not in ("bp", "dfa", "pdfa"):
             raise ValueError(f"algorithm must be one of bp, dfa, pdfa, not {self.algorithm!r}")
         object.__setattr__(self, "precision", parse_precision(self.precision, layers))

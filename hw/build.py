@@ -36,7 +36,7 @@ from .fp8_tree import FP8MacTree
 from .output_error import OutputErrorUnit
 from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
-from .pe_array import PEArray
+from .pe_array import PEArray, shared_pe_modules
 from .requant import ConversionUnit
 from .row_skip import RowSkipper
 from .slice_skip import SliceSkipPE
@@ -111,12 +111,16 @@ BLOCKS = {
 
 
 def elaborate(block, config, target="verilog"):
-    """Text of one block in Verilog or RTLIL."""
+    """Text of one block in Verilog or RTLIL. Identical PEs are one module, emitted once after the block
+    (:func:`hw.pe_array.shared_pe_modules`)."""
     spec = BLOCKS[block]
     component = spec.make(config)
-    if target == "rtlil":
-        return rtlil.convert(component, name=spec.top, emit_src=False)
-    return verilog.convert(component, name=spec.top, emit_src=False)
+    convert = rtlil.convert if target == "rtlil" else verilog.convert
+    with shared_pe_modules() as pes:
+        text = convert(component, name=spec.top, emit_src=False)
+    for name, pe in pes.items():
+        text += "\n" + convert(pe, name=name, emit_src=False)
+    return text
 
 
 def _progress(message):

@@ -278,7 +278,7 @@ class TrainCoreConfig:
     tile: int = 8
     max_batch: int = 32
     max_width: int = 128
-    weight_tiles: int = 512
+    weight_tiles: int = 1024
     act_tiles: int = 256
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
 """Small glue of the TrainCore: a stream stage that reads a tile memory for each item, a writer of tile
 rows and columns, and a stream that carries tags beside a unit that does not."""
 
-from amaranth.hdl import Module, Shape, Signal, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -107,15 +107,17 @@ class TileWriter(wiring.Component):
         t, e = self._tile, self._element_bits
         item = self.i.payload
         m.d.comb += [self.i.ready.eq(1), self.wr.addr.eq(item.addr)]
+        # A row write fills (index, c) from values[c]; a column write fills (r, index) from values[r]. The
+        # row (column) named is decoded once; each element then picks its value with one multiplexer.
+        row_hit = Signal(t)
+        col_hit = Signal(t)
+        m.d.comb += [row_hit[k].eq((item.index == k) & ~item.column) for k in range(t)]
+        m.d.comb += [col_hit[k].eq((item.index == k) & item.column) for k in range(t)]
         for r in range(t):
             for c in range(t):
                 pos = r * t + c
-                # A row write fills (index, c) from values[c]; a column write fills (r, index) from values[r].
-                as_row = (item.index == r) & ~item.column & item.en[c]
-                as_col = (item.index == c) & item.column & item.en[r]
-                m.d.comb += self.wr.data[e * pos:e * (pos + 1)].eq(
-                    item.values[c] & as_row.replicate(e) | item.values[r] & as_col.replicate(e))
-                m.d.comb += self.wr.en[pos].eq(self.i.valid & (as_row | as_col))
+                m.d.comb += self.wr.data[e * pos:e * (pos + 1)].eq(Mux(item.column, item.values[r], item.values[c]))
+                m.d.comb += self.wr.en[pos].eq(self.i.valid & (row_hit[r] & item.en[c] | col_hit[c] & item.en[r]))
         return m
 
 

@@ -131,7 +131,12 @@ class LfsrBank(wiring.Component):
         m.d.comb += [self.state.eq(states), self.seed.ready.eq(~self.busy)]
         load = self.seed.valid & self.seed.ready
         for j in range(self._lanes):
-            ahead = [states[j]] + [advance(states[j], STEPS_PER_DRAW * (d + 1)) for d in range(self._draws)]
+            ahead = [states[j]]
+            for d in range(self._draws):
+                # In a signal: each network is used twice (the draw and the next state).
+                net = Signal(STATE_BITS, name=f"ahead{j}_{d + 1}")
+                m.d.comb += net.eq(advance(states[j], STEPS_PER_DRAW * (d + 1)))
+                ahead.append(net)
             for d in range(self._draws):
                 m.d.comb += self.draw[j][d].eq(ahead[d + 1][:DRAW_BITS])
             nxt = ahead[0]

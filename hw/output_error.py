@@ -449,8 +449,10 @@ class OutputErrorUnit(wiring.Component):
     max_groups = property(lambda self: self._max_groups)
     #: Cycles per group in steady state without stalls.
     group_cycles = property(lambda self: self._classes + RECIP_CYCLES + 4)
-    #: Cycles from a group's last logit beat to its first code, without stalls or earlier groups.
-    latency = property(lambda self: self._classes + RECIP_CYCLES + 7 + ConversionUnit.LATENCY)
+    #: Cycles from a group's last logit beat to its first code, without stalls or earlier groups: the
+    #: softmax's latency, then the conversion's (a beat taken at an edge is taken from ``o`` at the
+    #: ``LATENCY + 1``-th edge after it).
+    latency = property(lambda self: self._classes + RECIP_CYCLES + 7 + ConversionUnit.LATENCY + 1)
 
     def elaborate(self, platform):
         m = Module()

@@ -1,20 +1,40 @@
 """R x C array of bit-scalable PEs running the three training GEMMs (FF, EP, WG) on stream interfaces."""
 
+import contextlib
+import contextvars
 import math
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe import GRID, BitScalablePE, PEControl
 
 
-__all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_layout", "PEArray"]
+__all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_layout", "PEArray", "shared_pe_modules"]
 
 #: Bits of one PE-row (or column) operand line: 16 slices of 4 bits.
 LINE_BITS = 64
 #: Command encoding of the operand precisions.
 PRECISION_CODES = {4: 0, 8: 1, 12: 2, 16: 3}
+
+
+_SHARED_PES = contextvars.ContextVar("shared_pes", default=None)
+
+
+@contextlib.contextmanager
+def shared_pe_modules():
+    """While converting to Verilog or RTLIL inside this context, every PE array instantiates one shared
+    module per distinct PE (``edgetrain_pe_acc<width>``) instead of elaborating each of its PEs into a module
+    of its own; the context yields ``{module name: PE component}``, to be converted once and emitted beside
+    the design. A 64-PE array then costs one PE's text, not 64 (simulation and synthesis see the same
+    logic). Outside the context (e.g. ``amaranth.sim``, which cannot simulate an instance of a module it
+    does not know) the PEs are elaborated inline as before."""
+    token = _SHARED_PES.set({})
+    try:
+        yield _SHARED_PES.get()
+    finally:
+        _SHARED_PES.reset(token)
 
 
 class Mode(enum.Enum, shape=2):
@@ -287,13 +307,25 @@ class PEArray(wiring.Component):
         # offset-binary sums into signed results (see golden.pe_array).
         width = self._acc_width
         accs = []
+        shared = _SHARED_PES.get()
+        pe_name = f"edgetrain_pe_acc{width}"
+        if shared is not None:
+            if pe_name not in shared:
+                shared[pe_name] = BitScalablePE(acc_width=width)
         for r in range(rows):
             row = []
             for c in range(cols):
-                pe = BitScalablePE(acc_width=width)
-                m.submodules[f"pe_{r}_{c}"] = pe
-                m.d.comb += [pe.a.eq(a_ops[r]), pe.b.eq(b_ops[c]), pe.ctl.eq(ctl)]
-                row.append(pe.acc)
+                if shared is None:
+                    pe = BitScalablePE(acc_width=width)
+                    m.submodules[f"pe_{r}_{c}"] = pe
+                    m.d.comb += [pe.a.eq(a_ops[r]), pe.b.eq(b_ops[c]), pe.ctl.eq(ctl)]
+                    row.append(pe.acc)
+                else:
+                    acc = Signal(width, name=f"acc_{r}_{c}")
+                    m.submodules[f"pe_{r}_{c}"] = Instance(
+                        pe_name, i_clk=ClockSignal(), i_rst=ResetSignal(), i_a=a_ops[r].as_value(),
+                        i_b=b_ops[c].as_value(), i_ctl=ctl.as_value(), o_acc=acc)
+                    row.append(acc)
             accs.append(row)
         first1 = Signal()
         m.d.sync += first1.eq(ctl.first)

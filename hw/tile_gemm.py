@@ -187,22 +187,28 @@ class TileGemm(wiring.Component):
         16-bit masters read as the top slices when ``masters``."""
         t = self._tile
         elem = [[word[ELEMENT_BITS * (r * t + c):ELEMENT_BITS * (r * t + c + 1)] for c in range(t)] for r in range(t)]
+        # The reduction positions inside k, once per position (not per line).
+        inside = Signal(t, name=f"{name}_inside")
+        m.d.comb += [inside[j].eq(j < kvalid) for j in range(t)]
         options = []
         for p in self._precisions:
             n = pair_lanes(p, p)
             per_tile = t // n
             for flip in (False, True):
-                packed = Signal(LINE_BITS * t, name=f"{name}_p{p}{'t' if flip else 's'}")
+                tag = f"{p}{'t' if flip else 's'}"
+                packed = Signal(LINE_BITS * t, name=f"{name}_p{tag}")
                 for s in range(t):                               # operand line
                     for j in range(n):                           # reduction position within the beat
                         # straight: element (s, q*n + j); transposed: element (q*n + j, s)
                         cands = [(elem[qq * n + j][s] if flip else elem[s][qq * n + j]) for qq in range(per_tile)]
+                        chosen = Signal(ELEMENT_BITS, name=f"{name}_e{tag}_{s}_{j}")
                         value = cands[0]
                         for qq in range(1, per_tile):
                             value = Mux(q == qq, cands[qq], value)
-                        value = Mux(j < kvalid, Mux(masters, _round_master(value, p), value[:p]), 0)
+                        m.d.comb += chosen.eq(value)
+                        code = Mux(masters, _round_master(chosen, p), chosen[:p])
                         pos = p * (j * t + s) if flip else LINE_BITS * s + p * j
-                        m.d.comb += packed[pos:pos + p].eq(value)
+                        m.d.comb += packed[pos:pos + p].eq(Mux(inside[j], code, 0))
                 options.append((PRECISION_CODES[p], flip, packed))
         beat = Signal(LINE_BITS * t, name=name)
         result = options[0][2]

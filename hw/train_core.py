@@ -19,8 +19,9 @@ Memories and why they are tile-wide
 -----------------------------------
 Every tensor is kept as ``tile x tile`` tiles, one tile per memory word (:class:`hw.tile_gemm.TileGemm`):
 weights (16-bit masters, two versions: a WG update writes the version the next step reads while the current
-one is still read by the forward pass of the pipelined step), the input mini-batch and the labels, hidden
-activations, dReLU masks, errors and the output error (two of each, for the two steps in flight). A PE
+one is still read by the forward pass of the pipelined step), the input mini-batches and their labels
+(three: two steps in flight and the next one streaming in, :data:`INPUT_SLOTS`), hidden activations, dReLU
+masks, errors and the output error (two of each, for the two steps in flight). A PE
 array takes ``tile * n`` operands per cycle on each side (``n`` pairs per PE line: 4 at DFXP-8), four times
 the row a transposable SRAM gives per cycle; a whole tile per word feeds it with one read per ``tile / n``
 beats, and reading a tile transposed (BP's ``W^T``, WG's ``E`` and ``X^T``) is the beat packer's choice of
@@ -34,10 +35,13 @@ Host interface
   states), control (start, stop), status (error code, cycles, per-engine counters, overflow counters),
   interrupt enable/status, and the weight window: word ``(layer << 2w) | (row << w) | col`` is master
   ``W_layer[row, col]`` (``w = ceil(log2(core.max_width))``), read or written whole; the window and every
-  configuration register refuse writes (SLVERR) while the core runs.
+  configuration register refuse writes (SLVERR) while the core runs, the window refuses reads too then
+  (the engines own the weight memory), and a word outside the current table (``layer >= layers``,
+  ``row >= n_out`` or ``col >= n_in``) answers SLVERR, read as 0, and is never written.
 * AXI4-Stream slave ``s_axis_*`` (32-bit ``tdata``): the samples of a run in order, each one beat with
   the label in bits 15:0, then the input codes two per beat (feature ``2i`` in bits 15:0, ``2i + 1`` in
-  31:16), ``tlast`` on the sample's last beat. Taken while the core runs and a mini-batch buffer is free.
+  31:16), ``tlast`` on the sample's last beat. Taken while the core runs and a mini-batch buffer
+  (:data:`INPUT_SLOTS`) is free.
 * ``irq``: a level, high while an enabled interrupt status bit (run done, error) is set.
 
 Errors
@@ -65,7 +69,12 @@ from .regmap import CSRBlock, Field, Register, RegisterMap, Window
 from .tile_gemm import ELEMENT_BITS, core_precisions
 
 
-__all__ = ["Algorithm", "register_map", "core_layer_precisions", "TrainCore", "geometry"]
+__all__ = ["Algorithm", "INPUT_SLOTS", "register_map", "core_layer_precisions", "TrainCore", "geometry"]
+
+#: Mini-batch buffers of the input (and labels). A mini-batch is read by its step's first FF and last WG
+#: operation; in the pipelined step the next mini-batch is in use meanwhile, and a third one can stream
+#: in, so the stream does not wait for the step before the current one to end.
+INPUT_SLOTS = 3
 
 
 class Algorithm(enum.Enum, shape=2):
@@ -97,8 +106,8 @@ def geometry(config):
     return {
         "tile": t, "inp_tiles": inp_tiles, "oerr_tiles": oerr_tiles,
         "weight_tiles": core.weight_tiles, "act_tiles": core.act_tiles,
-        "addr_width": max((2 * n - 1).bit_length() for n in (inp_tiles, oerr_tiles, core.weight_tiles,
-                                                             core.act_tiles)),
+        "addr_width": max([(INPUT_SLOTS * inp_tiles - 1).bit_length()]
+                          + [(2 * n - 1).bit_length() for n in (oerr_tiles, core.weight_tiles, core.act_tiles)]),
         "dim_width": max(core.max_width, core.max_batch, config.dfa.classes).bit_length() + 1,
         "window_words": 1 << (layer_bits + 2 * wbits),
         "width_bits": wbits, "layer_bits": layer_bits,
@@ -314,8 +323,26 @@ class TrainCore(wiring.Component):
             bad_prec = bad_prec | (a & ~Const(supported, 8).bit_select(prec_code[l], 1))
             too_wide = too_wide | (a & ((n_in[l] > cfg.core.max_width) | (n_out[l] > cfg.core.max_width)))
         last_out = pick(n_out, layers - 1)
-        too_large = (too_wide | (batch == 0) | (batch > cfg.core.max_batch)
-                     | (wbase[L] > geo["weight_tiles"]) | (abase[L] > geo["act_tiles"]) | (dbase[L] > geo["act_tiles"]))
+        # The tiles the table needs, per layer, registered straight from the configuration registers and
+        # summed here: the chained bases above lag a size change by up to L + 1 cycles, and a start may come
+        # 5 cycles after the last configuration write (the bus's throughput), so a check of wbase[L] ...
+        # could pass a table that does not fit. (The bases have settled before any job reads them: the
+        # table push alone takes L cycles.) A product that wraps belongs to a layer wider than the core or a
+        # batch above the maximum, which are refused anyway.
+        wt_max = _ceil_tiles(cfg.core.max_width, log_t)
+        bt_max = _ceil_tiles(cfg.core.max_batch, log_t)
+        need_w = [Signal(range(wt_max * wt_max + 1), name=f"need_w{l}") for l in range(L)]
+        need_a = [Signal(range(bt_max * wt_max + 1), name=f"need_a{l}") for l in range(1, L)]   # a_1 .. a_{L-1}
+        need_d = [Signal(range(bt_max * wt_max + 1), name=f"need_d{l}") for l in range(L)]
+        bt_now = _ceil_tiles(batch, log_t)
+        for l in range(L):
+            ti_now, to_now = _ceil_tiles(n_in[l], log_t), _ceil_tiles(n_out[l], log_t)
+            m.d.sync += [need_w[l].eq(Mux(l < layers, to_now * ti_now, 0)),
+                         need_d[l].eq(Mux(l + 2 <= layers, bt_now * to_now, 0))]
+            if l >= 1:
+                m.d.sync += need_a[l - 1].eq(Mux(l < layers, bt_now * ti_now, 0))
+        too_large = (too_wide | (batch == 0) | (batch > cfg.core.max_batch) | (sum(need_w) > geo["weight_tiles"])
+                     | (sum(need_a) > geo["act_tiles"]) | (sum(need_d) > geo["act_tiles"]))
         check = Signal(4)
         with m.If(layers == 0):
             m.d.comb += check.eq(CoreError.EMPTY_TABLE)
@@ -343,7 +370,7 @@ class TrainCore(wiring.Component):
             return ports, wport
 
         w_rd, w_wr = memory("weights", 2 * geo["weight_tiles"], ELEMENT_BITS, 2)
-        inp_rd, inp_wr = memory("input", 2 * geo["inp_tiles"], ELEMENT_BITS, 2)
+        inp_rd, inp_wr = memory("input", INPUT_SLOTS * geo["inp_tiles"], ELEMENT_BITS, 2)
         act_rd, act_wr = memory("act", 2 * geo["act_tiles"], ELEMENT_BITS, 2)
         err_rd, err_wr = memory("err", 2 * geo["act_tiles"], ELEMENT_BITS, 2)
         oerr_rd, oerr_wr = memory("oerr", 2 * geo["oerr_tiles"], ELEMENT_BITS, 2)
@@ -400,8 +427,10 @@ class TrainCore(wiring.Component):
 
         # -- run state
         ver = Signal(L)                         # current weight version of each layer
-        slot_full = Signal(2)
-        slot_free = Signal(2, init=0b11)
+        # Input slots: mini-batch t is in slot t mod 3 from its first beat to the done of WG(0, t), its last
+        # reader; with three, mini-batch t + 2 streams while step t is still in flight.
+        slot_full = Signal(INPUT_SLOTS)
+        slot_free = Signal(INPUT_SLOTS, init=(1 << INPUT_SLOTS) - 1)
         frac_slot_a = [[Signal(signed(7), name=f"frac_a{l}_{h}") for h in range(2)] for l in range(L)]
         frac_slot_d = [[Signal(signed(7), name=f"frac_d{l}_{h}") for h in range(2)] for l in range(L)]
         frac_slot_e = [Signal(signed(7), name=f"frac_e_{h}") for h in range(2)]
@@ -427,7 +456,8 @@ class TrainCore(wiring.Component):
         # -- FF jobs
         fc = ctrl.ff_cmd.payload
         fl = fc.layer
-        fh = fc.sample[0]
+        fh = fc.sample[0]                       # the step's half of the ping-pong buffers
+        f_in_slot = fc.sample % INPUT_SLOTS     # and its input slot
         f_last = fl == layers - 1
         f_prec = pick(prec_code, fl)[:2]
         f_next_prec = pick(prec_code, fl + 1)[:2]
@@ -441,7 +471,7 @@ class TrainCore(wiring.Component):
             f_job.w_base.eq((pick([ver[l] for l in range(L)], fl) * half["w"]) + pick(wbase, fl)),
             f_job.w_stride.eq(pick(ti, fl)),
             f_job.x_input.eq(fl == 0),
-            f_job.x_base.eq(Mux(fl == 0, fh * half["inp"], fh * half["act"] + pick(abase, fl))),
+            f_job.x_base.eq(Mux(fl == 0, f_in_slot * half["inp"], fh * half["act"] + pick(abase, fl))),
             f_job.x_stride.eq(pick(ti, fl)),
             f_job.shift.eq(read_frac(fl, f_prec) + f_frac_x - f_frac_out),
             f_job.frac.eq(f_frac_out), f_job.overflow_shift.eq(csr.numerics_overflow_shift),
@@ -450,17 +480,17 @@ class TrainCore(wiring.Component):
             f_job.mask_base.eq(fh * half["act"] + pick(dbase, fl)),
             f_job.frac_e.eq(frac_e_now), f_job.err_prec.eq(pick(prec_code, layers - 1)[:2]),
         ]
-        f_input_ready = (fl != 0) | slot_full.bit_select(fh, 1)
+        f_input_ready = (fl != 0) | slot_full.bit_select(f_in_slot, 1)
         m.d.comb += [
             ff.job.valid.eq(ctrl.ff_cmd.valid & f_input_ready), ff.job.payload.eq(f_job),
             ctrl.ff_cmd.ready.eq(ff.job.ready & f_input_ready),
         ]
         # Remember, per FF operation in flight, what its done updates.
         f_layer = Signal.like(fl)
-        f_slot = Signal()
+        f_slot = Signal(range(INPUT_SLOTS))     # the input slot (and labels) of the operation's step
         f_is_last = Signal()
         with m.If(ctrl.ff_cmd.valid & ctrl.ff_cmd.ready):
-            m.d.sync += [f_layer.eq(fl), f_slot.eq(fh), f_is_last.eq(f_last)]
+            m.d.sync += [f_layer.eq(fl), f_slot.eq(f_in_slot), f_is_last.eq(f_last)]
             for l in range(L):
                 for h in range(2):
                     with m.If((fl + 1 == l) & (fh == h) & ~f_last):
@@ -509,6 +539,7 @@ class TrainCore(wiring.Component):
         gc = ctrl.wg_cmd.payload
         gl = gc.layer
         gh = gc.sample[0]
+        g_in_slot = gc.sample % INPUT_SLOTS
         g_oerr = gl == layers - 1
         g_frac_d = Mux(g_oerr, Mux(gh, frac_slot_e[1], frac_slot_e[0]),
                        Mux(gh, pick([frac_slot_d[l][1] for l in range(L)], gl),
@@ -524,7 +555,7 @@ class TrainCore(wiring.Component):
             g_job.e_base.eq(Mux(g_oerr, gh * half["oerr"], gh * half["act"] + pick(dbase, gl))),
             g_job.e_stride.eq(Mux(g_oerr, oerr_stride, pick(to, gl))),
             g_job.x_input.eq(gl == 0),
-            g_job.x_base.eq(Mux(gl == 0, gh * half["inp"], gh * half["act"] + pick(abase, gl))),
+            g_job.x_base.eq(Mux(gl == 0, g_in_slot * half["inp"], gh * half["act"] + pick(abase, gl))),
             g_job.x_stride.eq(pick(ti, gl)),
             g_job.shift.eq(g_frac_d + g_frac_x - pick(frac_g_now, gl)), g_job.frac.eq(pick(frac_g_now, gl)),
             g_job.overflow_shift.eq(csr.numerics_overflow_shift), g_job.threshold.eq(csr.numerics_threshold),
@@ -535,10 +566,10 @@ class TrainCore(wiring.Component):
             wg.job.valid.eq(ctrl.wg_cmd.valid), wg.job.payload.eq(g_job), ctrl.wg_cmd.ready.eq(wg.job.ready),
         ]
         g_layer = Signal.like(gl)
-        g_slot = Signal()
+        g_slot = Signal(range(INPUT_SLOTS))
         g_sample = Signal.like(gc.sample)
         with m.If(ctrl.wg_cmd.valid & ctrl.wg_cmd.ready):
-            m.d.sync += [g_layer.eq(gl), g_slot.eq(gh), g_sample.eq(gc.sample)]
+            m.d.sync += [g_layer.eq(gl), g_slot.eq(g_in_slot), g_sample.eq(gc.sample)]
 
         # -- done handshakes: results into the registers (fractional lengths, counters), commits
         def sat16(value):
@@ -592,7 +623,7 @@ class TrainCore(wiring.Component):
                 m.d.sync += [ovf_g0[l].eq(sat16(r.ovf0)), ovf_g1[l].eq(sat16(r.ovf1)), ver[l].eq(~ver[l])]
         with m.If(g_done & (g_layer == 0)):
             # The input buffer of this step is free again (its last reader, WG(0), is done).
-            for h in range(2):
+            for h in range(INPUT_SLOTS):
                 with m.If(g_slot == h):
                     m.d.sync += [slot_free[h].eq(1), slot_full[h].eq(0)]
         with m.If(g_done & (g_layer == Mux(algo == Algorithm.PDFA, layers - 1, 0))):
@@ -628,11 +659,12 @@ class TrainCore(wiring.Component):
 
         # -- samples (AXI4-Stream) into the input buffer and the labels
         label_bits = max(1, (classes - 1).bit_length())
-        labels = [[Signal(label_bits, name=f"label{h}_{s}") for s in range(cfg.core.max_batch)] for h in range(2)]
+        labels = [[Signal(label_bits, name=f"label{h}_{s}") for s in range(cfg.core.max_batch)]
+                  for h in range(INPUT_SLOTS)]
         recv_batch = Signal(32)
+        recv_slot = Signal(range(INPUT_SLOTS))
         recv_sample = Signal(dw)
         recv_beat = Signal(dw)
-        recv_slot = recv_batch[0]
         steps = csr.steps_count
         beats_per_sample = 1 + ((n_in[0] + 1) >> 1)
         accept = running & (recv_batch < steps) & slot_free.bit_select(recv_slot, 1)
@@ -656,15 +688,16 @@ class TrainCore(wiring.Component):
         m.d.comb += inp_writer.i.payload.en.eq(Cat(*en_bits))
         with m.If(beat_in):
             with m.If(recv_beat == 0):
-                for h in range(2):
+                for h in range(INPUT_SLOTS):
                     for s in range(cfg.core.max_batch):
                         with m.If((recv_slot == h) & (recv_sample == s)):
                             m.d.sync += labels[h][s].eq(self.s_axis_tdata[:label_bits])
             with m.If(recv_beat == beats_per_sample - 1):
                 m.d.sync += recv_beat.eq(0)
                 with m.If(recv_sample == batch - 1):
-                    m.d.sync += [recv_sample.eq(0), recv_batch.eq(recv_batch + 1)]
-                    for h in range(2):
+                    m.d.sync += [recv_sample.eq(0), recv_batch.eq(recv_batch + 1),
+                                 recv_slot.eq(Mux(recv_slot == INPUT_SLOTS - 1, 0, recv_slot + 1))]
+                    for h in range(INPUT_SLOTS):
                         with m.If(recv_slot == h):
                             m.d.sync += [slot_full[h].eq(1), slot_free[h].eq(0)]
                 with m.Else():
@@ -676,7 +709,7 @@ class TrainCore(wiring.Component):
             sample = (ff.labels_group << log_t) + c
             value = 0
             for s in range(cfg.core.max_batch):
-                value = Mux(sample == s, Mux(f_slot, labels[1][s], labels[0][s]), value)
+                value = Mux(sample == s, Array(labels[h][s] for h in range(INPUT_SLOTS))[f_slot], value)
             m.d.comb += ff.labels[c].eq(value)
 
         # -- weight window: one master per word, between runs
@@ -755,8 +788,8 @@ class TrainCore(wiring.Component):
                 m.d.sync += [status_error.eq(check), irq_error.eq(1)]
             with m.Else():
                 m.d.sync += [status_error.eq(CoreError.NONE), running.eq(1), pushing.eq(1), table_index.eq(0),
-                             recv_batch.eq(0), recv_sample.eq(0), recv_beat.eq(0), slot_full.eq(0),
-                             slot_free.eq(0b11), steps_done.eq(0)]
+                             recv_batch.eq(0), recv_slot.eq(0), recv_sample.eq(0), recv_beat.eq(0),
+                             slot_full.eq(0), slot_free.eq((1 << INPUT_SLOTS) - 1), steps_done.eq(0)]
         with m.If(abort):
             m.d.sync += [running.eq(0), pushing.eq(0), starting.eq(0)]
         return m

@@ -66,8 +66,9 @@ def _parser():
     p.add_argument("--lr-shift", default=str(DEFAULTS.lr_shift[0]), metavar="S[,S...]",
                    help=f"learning-rate shift, one for every layer or one per layer, comma-separated "
                         f"(default {DEFAULTS.lr_shift[0]})")
-    p.add_argument("--feedback-shift", type=int, default=DEFAULTS.feedback_shift, metavar="F",
-                   help=f"DFA feedback scale 2**-F (default {DEFAULTS.feedback_shift})")
+    p.add_argument("--feedback-shift", type=int, default=None, metavar="F",
+                   help="DFA feedback scale 2**-F (default: floor(log2(input width) / 2) + floor(log2(hidden layers) / 2), "
+                        "3 for digits MLPs of up to 4 weight layers)")
     p.add_argument("--threshold", type=int, default=DEFAULTS.threshold, metavar="K",
                    help=f"stochastic thresholding of errors and gradients at 2**K codes, 0 = off "
                         f"(default {DEFAULTS.threshold})")

