@@ -216,6 +216,24 @@ def _parser():
     return parser
 
 
+def _out_problem(dest):
+    """Why the folder ``dest`` cannot be written, or None (checked before anything is generated; nothing is
+    left behind: the nearest existing folder is probed with a temporary file)."""
+    if dest.exists() and not dest.is_dir():
+        return f"--out: {dest} exists and is not a directory"
+    existing = dest
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--out: {existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"--out: cannot write in {existing} ({exc.strerror or exc})"
+    return None
+
+
 def resolve_config(args):
     if args.config and args.preset:
         raise ConfigError("give either --preset or --config (a config file names its own preset), not both")
@@ -236,6 +254,9 @@ def main(argv=None):
             yosys_command()
         except SynthError as exc:
             parser.error(str(exc))
+    problem = _out_problem(Path(args.out) / config.name)
+    if problem:
+        parser.error(problem)
     blocks = sorted(set(args.blocks), key=list(BLOCKS).index) if args.blocks else None
     dest = generate(config, args.target, args.out, blocks)
     print(dest)

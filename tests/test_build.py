@@ -63,6 +63,23 @@ def test_bad_input(tmp_path, args, message):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize("out, message", [
+    ("file", "--out: file is not a directory"),
+    ("file/sub", "--out: file is not a directory"),
+    ("dir", "--out: dir/small exists and is not a directory"),
+])
+def test_bad_out(tmp_path, out, message):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "small").write_text("")
+    proc = run_cli("--preset", "small", "--block", "pe", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
+    assert (tmp_path / "file").read_text() == "" and [p.name for p in (tmp_path / "dir").iterdir()] == ["small"]
+
+
 def test_nand2_equivalents():
     assert nand2_equivalents({"$_NAND_": 3, "$_NOT_": 3}) == pytest.approx(5.0)
     assert nand2_equivalents({"$_DFF_P_": 1}) == pytest.approx(4.522 / 0.798)

@@ -33,7 +33,9 @@ class Packer:
         self.layout = input_layout(k)
         self.offset = {name: field.offset for name, field in self.layout}
         for name in ("a", "b"):
-            assert self.layout["a"].shape.elem_shape.width == 8
+            if self.layout[name].shape.elem_shape.width != 8:
+                raise ValueError(f"operand {name} must be packed as bytes, not "
+                                 f"{self.layout[name].shape.elem_shape.width}-bit elements")
 
     def pack(self, a, b, a_scale, b_scale, a_fmt, b_fmt, first, last):
         """Payload integers of block pairs: ``a``, ``b`` are ``(n, K)`` uint8, the rest length-``n``."""
