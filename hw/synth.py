@@ -364,7 +364,7 @@ def _rounded(part):
     rounded = {**part, "nand2_equivalents": round(part["nand2_equivalents"], 1)}
     for key in ("area_um2", "logic_area_um2", "ff_area_um2", "memory_area_um2_estimate"):
         if key in part:
-            rounded[key] = round(part[key], 3)
+            rounded[key] = round(part[key], 4)
     return rounded
 
 
@@ -561,9 +561,13 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     return result
 
 
+def _num(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
 def markdown_table(results):
-    """Markdown table of ``{block: synthesize(...) result}``, then a section per block with a breakdown
-    (:func:`breakdown_table`)."""
+    """Markdown table of ``{block: synthesize(...) result}`` (with the standard-cell area and timing columns
+    when the results have them), then a section per block with a breakdown (:func:`breakdown_table`)."""
     lines = [
         "| block | top | cells | NAND2 eq. | transistors | flip-flops | logic depth (cells) | memory bits |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -572,6 +576,28 @@ def markdown_table(results):
         transistors = f"{r['transistors']}{'+' if r['transistors_lower_bound'] else ''}"
         lines.append(f"| {block} | `{r['top']}` | {r['cells']} | {r['nand2_equivalents']:.0f} | {transistors} "
                      f"| {r['flip_flops']} | {r['logic_depth_cells']} | {r['memory_bits']} |")
+    lib_results = {block: r for block, r in results.items() if "area_um2" in r}
+    if lib_results:
+        lines += ["", "Standard cells (cell areas of the Liberty file, no wires or utilization; memories as "
+                      f"macros, estimated at {MEMORY_UM2_PER_BIT:g} um^2 per bit, not in the logic area) and "
+                      "the longest path (mapped logic between flip-flops and ports, plus the flip-flop's "
+                      "clock-to-Q and setup; no wires, no clock skew):", "",
+                  "| block | area (um^2) | logic (um^2) | flip-flops (um^2) | cells | flip-flops "
+                  "| memory macros (um^2, est.) | critical path (ns) | max clock (MHz) | slack (ns) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for block, r in lib_results.items():
+            lines.append(f"| {block} | {r['area_um2']:.0f} | {r['logic_area_um2']:.0f} | {r['ff_area_um2']:.0f} "
+                         f"| {r['lib_cells']} | {r['lib_flip_flops']} | {r['memory_area_um2_estimate']:.0f} "
+                         f"| {_num(r['critical_path_ns'], '.2f')} | {_num(r['max_clock_mhz'], '.0f')} "
+                         f"| {_num(r['slack_ns'], '.2f')} |")
+    macros = [(block, mac) for block, r in results.items() for mac in r["memory_macros"]]
+    if macros:
+        lines += ["", "Memory macros (kept as macros, never mapped to flip-flops):", "",
+                  "| block | memory | words x width | bits | read ports | write ports |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {block} | `{mac['name']}` | {mac['depth']} x {mac['width']} | {mac['depth'] * mac['width']} "
+                  f"| {_num(mac.get('read_ports'), 'd')} | {_num(mac.get('write_ports'), 'd')} |"
+                  for block, mac in macros]
     lines += ["", "Cells by type:", ""]
     for block, r in results.items():
         lines.append(f"- {block}: " + ", ".join(f"`{t}` {n}" for t, n in r["cells_by_type"].items()))
@@ -585,24 +611,32 @@ def breakdown_table(block, result):
     """Lines of the markdown section of one block's breakdown (:func:`synthesize` with ``breakdown``): its
     parts by area, largest first, their sum and the flat totals."""
     parts, total = result["breakdown"], result["breakdown_total"]
+    lib = "area_um2" in total
     lines = [
         f"## Area by part: {block}", "",
         f"Direct children of `{result['top']}` synthesized as modules of their own (each flattened inside, "
         "nothing optimized across their boundaries), each memory of the top as a macro, and the top's own "
-        f"logic as `{GLUE}`. Shares are of the parts' sum.", "",
-        "| part | cells | NAND2 eq. | share | flip-flops | memory bits | memory macros (width x depth) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"logic as `{GLUE}`. Shares are of the parts' sum" + (" (of um^2 with a library)." if lib else "."), "",
+        "| part | cells | NAND2 eq. | " + ("area (um^2) | " if lib else "") + "share | flip-flops | memory bits "
+        "| memory macros (width x depth) |",
+        "| --- | ---: | ---: | " + ("---: | " if lib else "") + "---: | ---: | ---: | --- |",
     ]
-    whole = total["nand2_equivalents"] or 1
-    for name, part in sorted(parts.items(), key=lambda kv: (-kv[1]["nand2_equivalents"], -kv[1]["memory_bits"])):
+    key = "area_um2" if lib else "nand2_equivalents"
+    whole = total[key] or 1
+    for name, part in sorted(parts.items(), key=lambda kv: (-kv[1][key], -kv[1]["memory_bits"])):
         macros = ", ".join(f"`{mac['name']}` {mac['width']}x{mac['depth']}" for mac in part["memory_macros"])
-        lines.append(f"| {name} | {part['cells']} | {part['nand2_equivalents']:.0f} "
-                     f"| {100 * part['nand2_equivalents'] / whole:.1f}% | {part['flip_flops']} "
+        area = f"{part['area_um2']:.0f} | " if lib else ""
+        lines.append(f"| {name} | {part['cells']} | {part['nand2_equivalents']:.0f} | {area}"
+                     f"{100 * part[key] / whole:.1f}% | {part['flip_flops']} "
                      f"| {part['memory_bits']} | {macros} |")
-    lines.append(f"| **sum of parts** | {total['cells']} | {total['nand2_equivalents']:.0f} | 100.0% "
+    area = f"{total['area_um2']:.0f} | " if lib else ""
+    lines.append(f"| **sum of parts** | {total['cells']} | {total['nand2_equivalents']:.0f} | {area}100.0% "
                  f"| {total['flip_flops']} | {total['memory_bits']} | |")
     flat = result["nand2_equivalents"]
     delta = f" ({100 * (total['nand2_equivalents'] / flat - 1):+.1f}%)" if flat else ""
     lines += ["", f"The flat netlist (the totals above): {result['cells']} cells, {flat:.0f} NAND2 eq., "
                   f"{result['flip_flops']} flip-flops; the parts add up to {total['nand2_equivalents']:.0f}{delta}."]
+    if lib and result.get("area_um2"):
+        lines[-1] += (f" In standard cells: {result['area_um2']:.0f} um^2 flat, {total['area_um2']:.0f} um^2 "
+                      f"for the parts ({100 * (total['area_um2'] / result['area_um2'] - 1):+.1f}%).")
     return lines
