@@ -14,8 +14,9 @@ Writes under ``<out>/<config name>/`` (``build/default/`` by default):
 ``--target synth`` also synthesizes every block with Yosys (``constraints/synth.ys``), maps it onto a
 standard-cell library (``constraints/synth_lib.ys``; by default the project's sky130_fd_sc_hd typical corner,
 ``constraints/sky130hd_tt.lib.gz``, or ``--liberty FILE``, decompressed into ``synth/cells.lib``) for area in
-um^2 and the critical path in ns against the period of ``clock.sdc``, and writes ``synth/report.json`` and
-``synth/report.md`` (see :mod:`hw.synth`).
+um^2 and the critical path in ns against the period of ``clock.sdc``, and writes ``synth/report.json``,
+``synth/report.md`` (see :mod:`hw.synth`) and ``synth/report.html``, a self-contained review page with plots
+(:mod:`hw.synth_report`).
 
 Every parameter and argument is checked before anything is written; output files are produced in a
 scratch folder and moved into place only when all of them exist. Bad input exits with status 2 and one
@@ -197,6 +198,10 @@ def generate(config, target, out_root, blocks=None, progress=_progress, liberty=
             (scratch / "synth" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             (scratch / "synth" / "report.md").write_text(
                 f"# Synthesis report: configuration `{config.name}`\n\n" + synth.markdown_table(results))
+            from .synth_report import html_report
+            (scratch / "synth" / "report.html").write_text(html_report(
+                results, config_name=config.name, liberty=lib_source.name, period_ns=period_ns,
+                memory_um2_per_bit=synth.MEMORY_UM2_PER_BIT))
             manifest["synth_report"] = "synth/report.json"
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Move into place only now that every file exists.

@@ -110,3 +110,6 @@ def test_synth(tmp_path):
     md = (out / "small" / "synth" / "report.md").read_text()
     assert "| tsram | `bank0` | 12 x 8 | 96 | 1 | 1 |" in md
     assert re.search(r"\| pe_fixed16 \| \d+ \| \d+ \| 1421 \| \d+ \| 71 \| 0 \| \d+\.\d\d \|", md)
+    page = (out / "small" / "synth" / "report.html").read_text()
+    assert page.count('<img alt="plot" src="data:image/png;base64,') == 1 and "<td>pe_fixed16</td>" in page
+    assert "<link" not in page and "<script" not in page

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 import hw
 from hw.build import main
+from hw.synth_report import html_report
 from hw.synth import (LIBERTY, MEMORY_UM2_PER_BIT, LibertyError, SynthError, clock_period_ns, flop_overhead_ns,
                       read_liberty, synthesize, yosys_command)
 
@@ -177,6 +178,11 @@ def test_breakdown_area(tmp_path, yosys, lib):
     alone = synthesize(rtlil.convert(_Mac(), name="mac", emit_src=False), "mac", tmp_path / "alone", period_ns=4.0)
     assert parts["mac0"]["area_um2"] == pytest.approx(alone["area_um2"], rel=0.01)
     assert r["critical_path_ns"] > alone["logic_delay_ns"] > 0
+    # The review page: the timing plot and the breakdown's plot, inline.
+    page = html_report({"comp": r, "mac": alone}, config_name="t", liberty="x.lib", period_ns=4.0,
+                       memory_um2_per_bit=MEMORY_UM2_PER_BIT)
+    assert page.count('src="data:image/png;base64,') == 2 and "<h2>Area by part: comp</h2>" in page
+    assert "<tr><td>mem</td><td class=\"num\">0</td>" in page
 
 
 def test_generic_only(tmp_path, yosys):
