@@ -375,9 +375,10 @@ def _breakdown(cells, macros, top, children, lib_cells=None, lib=None):
     lib_cells = lib_cells or {}
 
     def own(module, table):
-        return {t: n for t, n in table.get(module, {}).items() if t.startswith("$") or t in lib.area} \
-            if lib is not None and table is lib_cells else \
-            {t: n for t, n in table.get(module, {}).items() if t.startswith("$")}
+        # A module's own cells: Yosys' internal types (gates, macros) and library cells, not its instances
+        # of the design's modules.
+        return {t: n for t, n in table.get(module, {}).items()
+                if t.startswith("$") or (lib is not None and t in lib.area)}
 
     def subtree(module):
         # A kept module holds nothing but gates and macros, unless one of the top's children is also
