@@ -443,12 +443,15 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     ``memory_area_um2_estimate`` (also per part of a breakdown), ``critical_path_ns``, ``logic_delay_ns``,
     ``ff_overhead_ns``, ``ff_cell``, ``clock_period_ns``, ``max_clock_mhz``, ``slack_ns``. ``None``: the
     generic figures only. ``period_ns``: the clock period (from the SDC), ABC's delay target and the
-    reference of ``slack_ns``; ``None``: no target, no slack.
+    reference of ``slack_ns``; ``None``: no target (ABC then maps for the shortest delay, at a larger area:
+    compare areas made with the same period), no slack.
 
     Raises
     ------
     TypeError
-        ``breakdown`` is not a bool or None.
+        ``breakdown`` is not a bool or None, or ``period_ns`` not a number or None.
+    ValueError
+        ``period_ns`` is not a positive number.
     LibertyError
         ``liberty`` is missing or not a Liberty file.
     SynthError
@@ -456,9 +459,11 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     """
     if breakdown is not None and not isinstance(breakdown, bool):
         raise TypeError(f"Breakdown must be a bool or None, not {breakdown!r}")
-    if period_ns is not None and (isinstance(period_ns, bool) or not isinstance(period_ns, (int, float))
-                                  or period_ns <= 0):
-        raise ValueError(f"Clock period must be a positive number of ns, not {period_ns!r}")
+    if period_ns is not None:
+        if isinstance(period_ns, bool) or not isinstance(period_ns, (int, float)):
+            raise TypeError(f"Clock period must be a number of ns or None, not {period_ns!r}")
+        if not period_ns > 0:
+            raise ValueError(f"Clock period must be a positive number of ns, not {period_ns!r}")
     workdir = Path(workdir)
     lib = liberty_file = None
     if liberty is not None:

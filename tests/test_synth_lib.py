@@ -185,6 +185,17 @@ def test_breakdown_area(tmp_path, yosys, lib):
     assert "<tr><td>mem</td><td class=\"num\">0</td>" in page
 
 
+@pytest.mark.parametrize("period, error, message", [
+    (0, ValueError, "Clock period must be a positive number of ns, not 0"),
+    (-1.0, ValueError, "Clock period must be a positive number of ns, not -1.0"),
+    (True, TypeError, "Clock period must be a number of ns or None, not True"),
+    ("4", TypeError, "Clock period must be a number of ns or None, not '4'"),
+])
+def test_synthesize_wrong_period(tmp_path, period, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        synthesize("", "t", tmp_path, period_ns=period)
+
+
 def test_generic_only(tmp_path, yosys):
     r = synthesize(rtlil.convert(RegisteredAnd(), name="rand", emit_src=False), "rand", tmp_path, liberty=None)
     assert r["flip_flops"] == 1 and "area_um2" not in r and "critical_path_ns" not in r
