@@ -413,13 +413,17 @@ def _library(path):
 
 
 def _abc_delay_ps(stats_txt):
-    """The delay (ps) of the first network ABC's ``stime -d`` appended to ``stats_txt`` (name, inputs,
-    outputs, nodes, area, delay), or ``None``."""
-    for line in stats_txt.read_text().splitlines() if stats_txt.exists() else []:
-        fields = line.split()
-        if len(fields) >= 6:
-            return int(fields[5])
-    return None
+    """The longest delay (ps) of the networks ABC's ``stime -d`` wrote to ``stats_txt``, or ``None``.
+
+    Its first record is ``name inputs outputs nodes area delay``; ABC keeps the name between calls within
+    one process, and every later network under the same name (Yosys names each ``netlist``) is appended as
+    ``nodes% area% delay% seconds``, relative to the first."""
+    fields = stats_txt.read_text().split() if stats_txt.exists() else []
+    if len(fields) < 6:
+        return None
+    first = int(fields[5])
+    later = [float(pct) for pct in fields[8::4]]
+    return max([first] + [round(first * pct / 100) for pct in later])
 
 
 def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, period_ns=None):

@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 import hw
 from hw.build import main
 from hw.synth_report import html_report
-from hw.synth import (LIBERTY, MEMORY_UM2_PER_BIT, LibertyError, SynthError, clock_period_ns, flop_overhead_ns,
+from hw.synth import (LIBERTY, _abc_delay_ps, MEMORY_UM2_PER_BIT, LibertyError, SynthError, clock_period_ns, flop_overhead_ns,
                       read_liberty, synthesize, yosys_command)
 
 
@@ -126,6 +126,16 @@ def test_read_liberty_wrong(tmp_path, content, message):
         path.write_bytes(content)
     with pytest.raises(LibertyError, match=re.escape(message)):
         read_liberty(path)
+
+
+def test_abc_delay_ps(tmp_path):
+    stats = tmp_path / "stats.txt"
+    assert _abc_delay_ps(stats) is None
+    stats.write_text("\nnetlist 3 1 2 7 69 ")
+    assert _abc_delay_ps(stats) == 69
+    # A second network under the same name: relative to the first (nodes, area, delay in %, seconds).
+    stats.write_text("\nnetlist 2 1 1 7 149  200.0 100.0 47.7 0.17 300.0 150.0 250.0 0.2")
+    assert _abc_delay_ps(stats) == round(149 * 2.5)
 
 
 def test_clock_period_ns():
