@@ -17,8 +17,8 @@ from amaranth.lib.wiring import In, Out
 import hw
 from hw.build import main
 from hw.synth_report import html_report
-from hw.synth import (LIBERTY, _abc_delay_ps, MEMORY_UM2_PER_BIT, LibertyError, SynthError, clock_period_ns, flop_overhead_ns,
-                      read_liberty, synthesize, yosys_command)
+from hw.synth import (LIBERTY, MEMORY_UM2_PER_BIT, LibertyError, SynthError, _abc_delay_ps, clock_period_ns,
+                      flop_overhead_ns, read_liberty, synthesize, yosys_command)
 
 
 @pytest.fixture(scope="module")
