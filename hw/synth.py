@@ -29,7 +29,8 @@ Standard-cell area and timing
 With a Liberty file (by default :data:`LIBERTY`, the SkyWater sky130_fd_sc_hd typical corner the project
 carries, see ``constraints/NOTICE.md``) the same run goes on from the generic netlist
 (``constraints/synth_lib.ys``): ``dfflibmap`` maps the flip-flops, ABC maps the logic onto the library's cells
-with the clock period as its delay target, and ``stat -liberty`` counts them. Per block (and per part of a
+with the clock period as its delay target, buffers high-fanout nets and sizes the gates, and ``stat -liberty``
+counts them. Per block (and per part of a
 breakdown): ``area_um2`` = ``logic_area_um2`` + ``ff_area_um2``, the cell areas the Liberty file gives, with
 no placement utilization, wires or clock tree. Memories stay macros: their bits, shape and ports are reported,
 and ``memory_area_um2_estimate`` (bits x :data:`MEMORY_UM2_PER_BIT`) is kept apart from the logic area.
@@ -296,7 +297,7 @@ def _start(rtlil_text, top, workdir, stdout, liberty_file=None, period_ns=None):
         script += LIB_SCRIPT.read_text().format(
             liberty=os.path.relpath(liberty_file, workdir), period_ps=period_ps, stat_lib_json="stat_lib.json")
         if not period_ps:
-            script = script.replace(" -D 0", "").replace(";map,-D,0;", ";map;")
+            script = script.replace(" -D 0", "").replace(",-D,0", "")
     (workdir / "synth.ys").write_text(script)
     return subprocess.Popen([yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=workdir,
                             stdout=stdout, stderr=subprocess.STDOUT, text=True,

@@ -241,3 +241,18 @@ def test_liberty_needs_synth(tmp_path):
     proc = run_cli("--liberty", "x.lib", "--out", "out", cwd=tmp_path)
     assert proc.returncode == 2 and "--liberty must come with --target synth, not --target verilog" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_train_core_parts_sum(tmp_path, yosys):
+    """The TrainCore of the small preset: its parts add up to the flat netlist within 1% (a quarter of an hour
+    of Yosys on two cores)."""
+    from hw.build import BLOCKS, elaborate
+    from hw.config import preset
+    r = synthesize(elaborate("train_core", preset("small"), "rtlil"), BLOCKS["train_core"].top, tmp_path,
+                   period_ns=4.0)
+    parts, total = r["breakdown"], r["breakdown_total"]
+    assert len(parts) > 3 and all(part["area_um2"] >= 0 for part in parts.values())
+    assert total["area_um2"] == pytest.approx(sum(part["area_um2"] for part in parts.values()))
+    assert total["area_um2"] == pytest.approx(r["area_um2"], rel=0.01)
+    assert total["memory_bits"] == r["memory_bits"] > 0 and r["critical_path_ns"] > 0
