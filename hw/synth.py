@@ -30,9 +30,8 @@ With a Liberty file (by default :data:`LIBERTY`, the SkyWater sky130_fd_sc_hd ty
 carries, see ``constraints/NOTICE.md``) the same run goes on from the generic netlist
 (``constraints/synth_lib.ys``): ``dfflibmap`` maps the flip-flops, ABC maps the logic onto the library's cells
 with the clock period as its delay target, buffers high-fanout nets and sizes the gates, and ``stat -liberty``
-counts them. Per block (and per part of a
-breakdown): ``area_um2`` = ``logic_area_um2`` + ``ff_area_um2``, the cell areas the Liberty file gives, with
-no placement utilization, wires or clock tree. Memories stay macros: their bits, shape and ports are reported,
+counts them. Per block (and per part of a breakdown): ``area_um2`` = ``logic_area_um2`` + ``ff_area_um2``,
+the cell areas the Liberty file gives, with no placement utilization, wires or clock tree. Memories stay macros: their bits, shape and ports are reported,
 and ``memory_area_um2_estimate`` (bits x :data:`MEMORY_UM2_PER_BIT`) is kept apart from the logic area.
 
 ``critical_path_ns`` is ABC's static timing of the mapped logic (``stime``: Liberty delay tables, loads from
@@ -105,10 +104,23 @@ class Liberty:
     ----------
     text : str
         The Liberty file's text.
+
+    Attributes
+    ----------
+    area : dict
+        Cell name -> area (the library's area unit, um^2 for sky130).
+    sequential : set
+        Names of the cells with an ``ff``, ``latch`` or ``statetable`` group.
+    ns_per_time_unit : float
+        The library's ``time_unit`` in ns (1.0 for "1ns").
     """
+
+    _TIME_UNITS = {"1ns": 1.0, "100ps": 0.1, "10ps": 0.01, "1ps": 0.001}
 
     def __init__(self, text):
         self.text = text
+        unit = re.search(r'^\s*time_unit\s*:\s*"?(\w+)"?', text[:100_000], re.M)
+        self.ns_per_time_unit = self._TIME_UNITS.get(unit.group(1) if unit else "1ns", 1.0)
         self.area = {}
         self.sequential = set()
         self._blocks = {}
@@ -185,7 +197,7 @@ def flop_overhead_ns(lib, cell, load_pf=0.005):
     ``falling_edge``) at the sharpest clock transition (the tables' first row), linearly interpolated at
     ``load_pf`` (5 fF: about three gate inputs). Setup: the larger of ``rise_constraint`` and
     ``fall_constraint`` of its ``setup_rising``/``setup_falling`` arcs at the sharpest transitions (the
-    first entry). A cell without such arcs adds 0.
+    first entry). A cell without such arcs adds 0. Converted from the library's ``time_unit``.
     """
     text = lib.cell_text(cell)
     # Timing groups of the cell: the text from each "timing ()" to the next.
@@ -216,7 +228,7 @@ def flop_overhead_ns(lib, cell, load_pf=0.005):
                 found = _table_value(group, table)
                 if found:
                     setup = max(setup, found[2][0][0])
-    return clk_to_q + setup
+    return (clk_to_q + setup) * lib.ns_per_time_unit
 
 
 def _flop_weight(cell_type):
