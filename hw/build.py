@@ -1,4 +1,5 @@
-"""Build CLI: ``python -m hw.build --target {verilog,rtlil,synth} [--preset P] [--config F] [--set k=v] [--out D]``.
+"""Build CLI: ``python -m hw.build --target {verilog,rtlil,synth} [--preset P] [--config F] [--set k=v] [--out D]
+[--liberty L]``.
 
 Writes under ``<out>/<config name>/`` (``build/default/`` by default):
 
@@ -10,8 +11,12 @@ Writes under ``<out>/<config name>/`` (``build/default/`` by default):
 * ``manifest.json``: files, top module names, all parameters, generator version;
 * ``clock.sdc``: the clock constraint for downstream ASIC flows (from ``constraints/clock.sdc``).
 
-``--target synth`` also synthesizes every block with Yosys (``constraints/synth.ys``) and writes
-``synth/report.json`` and ``synth/report.md``.
+``--target synth`` also synthesizes every block with Yosys (``constraints/synth.ys``), maps it onto a
+standard-cell library (``constraints/synth_lib.ys``; by default the project's sky130_fd_sc_hd typical corner,
+``constraints/sky130hd_tt.lib.gz``, or ``--liberty FILE``, decompressed into ``synth/cells.lib``) for area in
+um^2 and the critical path in ns against the period of ``clock.sdc``, and writes ``synth/report.json``,
+``synth/report.md`` (see :mod:`hw.synth`) and ``synth/report.html``, a self-contained review page with plots
+(:mod:`hw.synth_report`).
 
 Every parameter and argument is checked before anything is written; output files are produced in a
 scratch folder and moved into place only when all of them exist. Bad input exits with status 2 and one
@@ -127,8 +132,11 @@ def _progress(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def generate(config, target, out_root, blocks=None, progress=_progress):
-    """Write the build of ``config`` under ``out_root/<name>/`` and return that folder."""
+def generate(config, target, out_root, blocks=None, progress=_progress, liberty=None):
+    """Write the build of ``config`` under ``out_root/<name>/`` and return that folder.
+
+    ``liberty``: the standard-cell library of ``--target synth`` (a ``.lib`` or ``.lib.gz`` file;
+    ``None``: :data:`hw.synth.LIBERTY`)."""
     from . import synth   # only the synth target needs Yosys
 
     blocks = list(BLOCKS) if blocks is None else blocks
@@ -170,17 +178,30 @@ def generate(config, target, out_root, blocks=None, progress=_progress):
             "constraints": "clock.sdc",
         }
         if target == "synth":
+            # The library decompressed once, beside the blocks' folders (Yosys reads it by a relative path).
+            lib_source = Path(liberty) if liberty is not None else synth.LIBERTY
+            lib = synth.read_liberty(lib_source)
+            (scratch / "synth").mkdir()
+            (scratch / "synth" / "cells.lib").write_text(lib.text)
+            period_ns = synth.clock_period_ns(sdc)
             results = {}
             for i, block in enumerate(blocks, 1):
                 progress(f"[{i}/{len(blocks)}] synthesizing {block} with Yosys")
                 start = time.monotonic()
                 results[block] = synth.synthesize(elaborate(block, config, "rtlil"), BLOCKS[block].top,
-                                                  scratch / "synth" / block)
+                                                  scratch / "synth" / block, liberty=scratch / "synth" / "cells.lib",
+                                                  period_ns=period_ns)
                 results[block]["seconds"] = round(time.monotonic() - start, 1)
-            report = {"config": config.name, "nand2_weights": synth.NAND2_WEIGHTS, "blocks": results}
+            report = {"config": config.name, "nand2_weights": synth.NAND2_WEIGHTS,
+                      "liberty": lib_source.name, "clock_period_ns": period_ns,
+                      "memory_um2_per_bit": synth.MEMORY_UM2_PER_BIT, "blocks": results}
             (scratch / "synth" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             (scratch / "synth" / "report.md").write_text(
                 f"# Synthesis report: configuration `{config.name}`\n\n" + synth.markdown_table(results))
+            from .synth_report import html_report
+            (scratch / "synth" / "report.html").write_text(html_report(
+                results, config_name=config.name, liberty=lib_source.name, period_ns=period_ns,
+                memory_um2_per_bit=synth.MEMORY_UM2_PER_BIT))
             manifest["synth_report"] = "synth/report.json"
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Move into place only now that every file exists.
@@ -213,6 +234,9 @@ def _parser():
     parser.add_argument("--block", action="append", choices=sorted(BLOCKS), dest="blocks",
                         help="build only this block (repeatable; default: all)")
     parser.add_argument("--out", default="build", metavar="DIR", help="output root (default: build)")
+    parser.add_argument("--liberty", metavar="FILE", default=None,
+                        help="standard-cell library (.lib or .lib.gz) of --target synth "
+                             "(default: constraints/sky130hd_tt.lib.gz, sky130_fd_sc_hd typical)")
     return parser
 
 
@@ -248,17 +272,21 @@ def main(argv=None):
         config = resolve_config(args)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.liberty is not None and args.target != "synth":
+        parser.error(f"--liberty must come with --target synth, not --target {args.target}")
     if args.target == "synth":
-        from .synth import SynthError, yosys_command
+        from .synth import LibertyError, SynthError, read_liberty, yosys_command
         try:
             yosys_command()
-        except SynthError as exc:
+            if args.liberty is not None:
+                read_liberty(args.liberty)    # checked before anything is written
+        except (SynthError, LibertyError) as exc:
             parser.error(str(exc))
     problem = _out_problem(Path(args.out) / config.name)
     if problem:
         parser.error(problem)
     blocks = sorted(set(args.blocks), key=list(BLOCKS).index) if args.blocks else None
-    dest = generate(config, args.target, args.out, blocks)
+    dest = generate(config, args.target, args.out, blocks, liberty=args.liberty)
     print(dest)
     return 0
 

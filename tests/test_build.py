@@ -1,15 +1,22 @@
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+import hw
 from hw.build import BLOCKS, main
-from hw.synth import SynthError, nand2_equivalents, yosys_command
+from hw.synth import MEMORY_UM2_PER_BIT, SynthError, nand2_equivalents, yosys_command
 
 
 def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "hw.build", *args], cwd=cwd, capture_output=True, text=True)
+    """``python -m hw.build`` in ``cwd``, importing the ``hw`` under test (not an installed one)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(hw.__file__)),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "hw.build", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env)
 
 
 def test_verilog(tmp_path):
@@ -108,3 +115,18 @@ def test_synth(tmp_path):
     tsram = report["blocks"]["tsram"]
     assert tsram["memory_bits"] == 3 * 4 * 4 * 8 and tsram["memories"] == 4
     assert {(m["width"], m["depth"]) for m in tsram["memory_macros"]} == {(8, 12)}
+    # Mapped onto sky130_fd_sc_hd, timed against the 4 ns of the small preset's clock.sdc.
+    assert report["clock_period_ns"] == 4.0 and report["liberty"] == "sky130hd_tt.lib.gz"
+    assert base["lib_flip_flops"] == 71 and base["ff_area_um2"] > 0 and base["logic_area_um2"] > base["ff_area_um2"]
+    assert pe["area_um2"] > base["area_um2"] > 0
+    # A registered 16x16 multiply-accumulate: some ns of logic, well above one gate, well below 20 ns.
+    assert 2 < base["critical_path_ns"] < 20 and base["slack_ns"] == pytest.approx(4 - base["critical_path_ns"])
+    # Memories stay macros: no flip-flop per bit, their area estimated apart from the logic.
+    assert tsram["lib_flip_flops"] < 16 and tsram["memory_area_um2_estimate"] == 384 * MEMORY_UM2_PER_BIT
+    assert {(m["read_ports"], m["write_ports"]) for m in tsram["memory_macros"]} == {(1, 1)}
+    md = (out / "small" / "synth" / "report.md").read_text()
+    assert "| tsram | `bank0` | 12 x 8 | 96 | 1 | 1 |" in md
+    assert re.search(r"\| pe_fixed16 \| \d+ \| \d+ \| 1421 \| \d+ \| 71 \| 0 \| \d+\.\d\d \|", md)
+    page = (out / "small" / "synth" / "report.html").read_text()
+    assert page.count('<img alt="plot" src="data:image/png;base64,') == 1 and "<td>pe_fixed16</td>" in page
+    assert "<link" not in page and "<script" not in page

@@ -172,8 +172,11 @@ def test_breakdown(tmp_path):
     parts = r["breakdown"]
     assert list(parts) == ["acc", "reg", "mem", synth.GLUE]
     assert {name: part["flip_flops"] for name, part in parts.items()} == {"acc": 12, "reg": 8, "mem": 0, synth.GLUE: 8}
-    assert parts["mem"] == {"cells": 0, "nand2_equivalents": 0.0, "flip_flops": 0, "memory_bits": 64, "memories": 1,
-                            "memory_macros": [{"name": "mem", "width": 8, "depth": 8}]}
+    generic = ("cells", "nand2_equivalents", "flip_flops", "memory_bits", "memories", "memory_macros")
+    assert {key: parts["mem"][key] for key in generic} == {
+        "cells": 0, "nand2_equivalents": 0.0, "flip_flops": 0, "memory_bits": 64, "memories": 1,
+        "memory_macros": [{"name": "mem", "width": 8, "depth": 8, "read_ports": 1, "write_ports": 1}]}
+    assert parts["mem"]["area_um2"] == 0 and parts["mem"]["memory_area_um2_estimate"] == 64 * synth.MEMORY_UM2_PER_BIT
     # A child's part is that child synthesized alone, to the gate.
     for name, design in (("acc", _Acc()), ("reg", _Reg())):
         alone = _synth(design, f"{name}_alone", tmp_path)
@@ -187,7 +190,7 @@ def test_breakdown(tmp_path):
     assert parts[synth.GLUE]["cells"] > 0 and (tmp_path / "top" / "breakdown" / "stat.json").exists()
     text = synth.markdown_table({"top": r})
     assert "| top | `top` |" in text and "## Area by part: top" in text
-    assert "| (glue) |" in text and "| mem | 0 | 0 | 0.0% | 0 | 64 | `mem` 8x8 |" in text
+    assert "| (glue) |" in text and "| mem | 0 | 0 | 0 | 0.0% | 0 | 64 | `mem` 8x8 |" in text
 
 
 def test_breakdown_choice(tmp_path):
