@@ -9,7 +9,7 @@ from golden import fp8
 from hw.config import apply_overrides, preset
 from hw.fp32 import F32_NAN
 from hw.fp8_tree import BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
-from verif.runner import run_bench
+from verif.runner import run_bench, simulator_status
 
 from .sim_streams import stream_get, stream_put
 
@@ -131,9 +131,24 @@ def test_sim_int8_baseline():
 
 # -- cocotb bench on the generated Verilog --------------------------------------------------------------
 
+#: The bench's tests; Icarus (about 15x slower here) leaves the exhaustive sweep to the slow runs.
+ICARUS_DEFAULT = ["random_blocks", "special_values"]
+
+
 def test_bench(simulator):
-    result = run_bench("fp8_tree", preset("small"), simulator)
-    assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
+    testcase = None if simulator == "verilator" else ICARUS_DEFAULT
+    result = run_bench("fp8_tree", preset("small"), simulator, testcase=testcase)
+    assert result.passed and (testcase is None or result.tests == len(testcase)), \
+        f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
+
+
+@pytest.mark.slow
+def test_bench_icarus_exhaustive():
+    available, reason = simulator_status("icarus")
+    if not available:
+        pytest.skip(reason)
+    result = run_bench("fp8_tree", preset("small"), "icarus", testcase=["exhaustive_lane"])
+    assert result.tests == 1 and result.passed, f"seed {result.seed}, log {result.run_dir}"
 
 
 @pytest.mark.parametrize("k", [16, pytest.param(32, marks=pytest.mark.slow)])
