@@ -240,12 +240,10 @@ def _parser():
     return parser
 
 
-def _out_problem(dest):
-    """Why the folder ``dest`` cannot be written, or None (checked before anything is generated; nothing is
-    left behind: the nearest existing folder is probed with a temporary file)."""
-    if dest.exists() and not dest.is_dir():
-        return f"--out: {dest} exists and is not a directory"
-    existing = dest
+def folder_problem(folder):
+    """Why files cannot be created in ``folder`` (made if missing), or None. Creates nothing that stays: the
+    nearest existing folder is probed with a temporary file (permission bits alone say nothing to root)."""
+    existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
@@ -256,6 +254,24 @@ def _out_problem(dest):
     except OSError as exc:
         return f"--out: cannot write in {existing} ({exc.strerror or exc})"
     return None
+
+
+def json_out_problem(path, beside=()):
+    """Why the report ``path`` (a ``.json`` file) and the files beside it with the suffixes ``beside`` cannot
+    be written, or None (the scripts' ``--out``)."""
+    if path.suffix != ".json":
+        return f"--out must name a .json file, not {str(path)!r}"
+    for target in (path, *(path.with_suffix(suffix) for suffix in beside)):
+        if target.is_dir():
+            return f"--out: {target} is a directory"
+    return folder_problem(path.parent)
+
+
+def _out_problem(dest):
+    """Why the build folder ``dest`` cannot be written, or None (checked before anything is generated)."""
+    if dest.exists() and not dest.is_dir():
+        return f"--out: {dest} exists and is not a directory"
+    return folder_problem(dest)
 
 
 def resolve_config(args):

@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 from golden.core import CoreConfig                          # noqa: E402
 from golden.core_timing import INPUT_SLOTS, CoreTiming, predict  # noqa: E402
 from golden.pdfa_schedule import ENGINES, Layer             # noqa: E402
-from hw.build import CliParser                              # noqa: E402
+from hw.build import CliParser, json_out_problem           # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
 from verif.runner import run_bench, simulator_status        # noqa: E402
 from verif.train_core_run import fit_error                  # noqa: E402
@@ -77,24 +77,6 @@ def _parser():
     p.add_argument("--precision", default="dfxp8", metavar="P", help="layer precision (default dfxp8)")
     p.add_argument("--sim", default="verilator", choices=["verilator", "icarus"], help="simulator (default verilator)")
     return p
-
-
-def _out_error(path):
-    if path.suffix != ".json":
-        return f"--out must name a .json file, not {str(path)!r}"
-    if path.is_dir():
-        return f"--out: {path} is a directory"
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"--out: {existing} is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        return f"--out: cannot write in {existing} ({exc.strerror or exc})"
-    return None
 
 
 def parse(argv=None):
@@ -133,7 +115,7 @@ def parse(argv=None):
         if message:
             parser.error(f"MLP {'-'.join(map(str, sizes))}: {message}")
         plan.append(core)
-    message = _out_error(Path(args.out))
+    message = json_out_problem(Path(args.out))
     if message:
         parser.error(message)
     available, reason = simulator_status(args.sim)

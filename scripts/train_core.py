@@ -31,7 +31,6 @@ import queue
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -42,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 from golden.core import CoreConfig, CoreTrainer                      # noqa: E402
 from golden.training import TrainConfig, Trainer, load_digits_split  # noqa: E402
-from hw.build import CliParser                                       # noqa: E402
+from hw.build import CliParser, json_out_problem                    # noqa: E402
 
 DEFAULT_EPOCHS = 30
 CORE, REFERENCE = "core", "reference"
@@ -100,27 +99,6 @@ def _precision_name(precision):
     return "dfxp" + "-".join(map(str, precision))
 
 
-def _out_error(path):
-    """Why ``path`` (and the PNG beside it) cannot be written, or None. Creates nothing that stays: the
-    nearest existing folder is probed with a temporary file (permission bits alone say nothing to root)."""
-    if path.suffix != ".json":
-        return f"--out must name a .json file, not {str(path)!r}"
-    for target in (path, path.with_suffix(".png")):
-        if target.is_dir():
-            return f"--out: {target} is a directory"
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"--out: {existing} is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        return f"--out: cannot write in {existing} ({exc.strerror or exc})"
-    return None
-
-
 def parse(argv=None):
     """``(core config, reference config or None, out path, data)`` from the command line; a bad
     argument exits with one line and status 2 before anything is trained or written."""
@@ -142,7 +120,7 @@ def parse(argv=None):
         out = ROOT / "reports" / "train_core" / f"{config.algorithm}_{_precision_name(config.precision)}.json"
     else:
         out = Path(args.out)
-    message = _out_error(out)
+    message = json_out_problem(out, beside=(".png",))
     if message:
         parser.error(message)
 

@@ -47,7 +47,7 @@ from golden.core import CoreConfig                          # noqa: E402
 from golden.core_timing import predict                      # noqa: E402
 from golden.pdfa_schedule import Layer                      # noqa: E402
 from golden.training import load_digits_split               # noqa: E402
-from hw.build import CliParser                              # noqa: E402
+from hw.build import CliParser, json_out_problem           # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
 from verif.runner import run_bench, simulator_status        # noqa: E402
 from verif.train_core_run import fit_error                  # noqa: E402
@@ -85,26 +85,6 @@ def _parser():
                    help="stop after K mini-batches in all (a smoke run; the epoch in which they end is cut short)")
     p.add_argument("--sim", default="verilator", choices=["verilator", "icarus"], help="simulator (default verilator)")
     return p
-
-
-def out_error(path):
-    """Why ``path`` cannot be written, or None. Creates nothing that stays (the nearest existing folder is
-    probed with a temporary file: permission bits alone say nothing to root)."""
-    if path.suffix != ".json":
-        return f"--out must name a .json file, not {str(path)!r}"
-    if path.is_dir():
-        return f"--out: {path} is a directory"
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"--out: {existing} is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        return f"--out: cannot write in {existing} ({exc.strerror or exc})"
-    return None
 
 
 def table_of(core):
@@ -178,7 +158,7 @@ def parse(argv=None):
                      f"counter holds (pdfa.counter_width = {config.pdfa.counter_width}); use --limit-steps")
     out = Path(args.out) if args.out else (
         ROOT / "reports" / "train_rtl" / f"{core.algorithm}_dfxp{'-'.join(map(str, sorted(set(core.precision))))}.json")
-    message = out_error(out)
+    message = json_out_problem(out)
     if message:
         parser.error(message)
     available, reason = simulator_status(args.sim)
