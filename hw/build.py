@@ -37,7 +37,7 @@ from amaranth.back import rtlil, verilog
 from . import __version__
 from .config import ConfigError, apply_overrides, load_toml, preset, PRESETS
 from .dfa_ep import DFAErrorEngine
-from .fp8_tree import FP8MacTree
+from .fp8_tree import BF16MacTree, FP8MacTree
 from .output_error import OutputErrorUnit
 from .pe import BitScalablePE, Fixed16PE
 from .pdfa import PDFAController
@@ -46,13 +46,13 @@ from .requant import ConversionUnit
 from .row_skip import RowSkipper
 from .slice_skip import SliceSkipPE
 from .train_core import TrainCore
-from .tsram import TransposableSRAM
+from .tsram import RegisterFileTranspose, TransposableSRAM
 from .weight_update import WeightUpdateUnit
 from .zero_skip import ZeroSkip
 from .zvc import ZVCDecoder, ZVCEncoder
 
 
-__all__ = ["BLOCKS", "Block", "elaborate", "generate", "main"]
+__all__ = ["BLOCKS", "BASELINES", "Block", "elaborate", "generate", "main"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,10 +115,22 @@ BLOCKS = {
 }
 
 
+#: The baselines the synthesis report compares a block with, synthesized in the same run when that block is:
+#: block -> (baseline name, its Block). The fixed 16x16-bit PE is a block of its own (``pe_fixed16``).
+BASELINES = {
+    "fp8_tree": ("bf16_tree", Block("edgetrain_bf16_tree", lambda c: BF16MacTree(k=c.fp8.k),
+                                    "baseline: bfloat16 MAC tree (bf16 products, binary32 sum), same K")),
+    "tsram": ("register_file", Block("edgetrain_register_file",
+                                     lambda c: RegisterFileTranspose(n=c.tsram.n, width=c.tsram.width,
+                                                                     tiles=c.tsram.tiles),
+                                     "baseline: register-file transpose buffer of the same capacity")),
+}
+
+
 def elaborate(block, config, target="verilog"):
-    """Text of one block in Verilog or RTLIL. Identical PEs are one module, emitted once after the block
-    (:func:`hw.pe_array.shared_pe_modules`)."""
-    spec = BLOCKS[block]
+    """Text of one block (a name of :data:`BLOCKS`, or a :class:`Block`) in Verilog or RTLIL. Identical PEs
+    are one module, emitted once after the block (:func:`hw.pe_array.shared_pe_modules`)."""
+    spec = block if isinstance(block, Block) else BLOCKS[block]
     component = spec.make(config)
     convert = rtlil.convert if target == "rtlil" else verilog.convert
     with shared_pe_modules() as pes:
@@ -192,16 +204,26 @@ def generate(config, target, out_root, blocks=None, progress=_progress, liberty=
                                                   scratch / "synth" / block, liberty=scratch / "synth" / "cells.lib",
                                                   period_ns=period_ns)
                 results[block]["seconds"] = round(time.monotonic() - start, 1)
+            baselines = {}
+            for block in blocks:
+                if block in BASELINES:
+                    name, spec = BASELINES[block]
+                    progress(f"synthesizing the baseline of {block}: {name}")
+                    baselines[name] = synth.synthesize(elaborate(spec, config, "rtlil"), spec.top,
+                                                       scratch / "synth" / name,
+                                                       liberty=scratch / "synth" / "cells.lib", period_ns=period_ns)
+            from .synth_report import comparisons, comparisons_markdown, html_report
             report = {"config": config.name, "nand2_weights": synth.NAND2_WEIGHTS,
                       "liberty": lib_source.name, "clock_period_ns": period_ns,
-                      "memory_um2_per_bit": synth.MEMORY_UM2_PER_BIT, "blocks": results}
+                      "memory_um2_per_bit": synth.MEMORY_UM2_PER_BIT, "blocks": results,
+                      "baselines": baselines, "comparisons": comparisons(results, baselines, config)}
             (scratch / "synth" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             (scratch / "synth" / "report.md").write_text(
-                f"# Synthesis report: configuration `{config.name}`\n\n" + synth.markdown_table(results))
-            from .synth_report import html_report
+                f"# Synthesis report: configuration `{config.name}`\n\n" + synth.markdown_table(results)
+                + "\n".join(comparisons_markdown(report["comparisons"])) + "\n")
             (scratch / "synth" / "report.html").write_text(html_report(
                 results, config_name=config.name, liberty=lib_source.name, period_ns=period_ns,
-                memory_um2_per_bit=synth.MEMORY_UM2_PER_BIT))
+                memory_um2_per_bit=synth.MEMORY_UM2_PER_BIT, comparisons=report["comparisons"]))
             manifest["synth_report"] = "synth/report.json"
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Move into place only now that every file exists.

