@@ -551,7 +551,6 @@ class CoreTrainer:
             if np.any((np.asarray(y) < 0) | (np.asarray(y) >= config.sizes[-1])):
                 raise ValueError(f"labels must lie in [0, {config.sizes[-1]})")
         cfg = config
-        L = cfg.layers
         # Data loading: input codes at the precision of layer 0.
         p0 = cfg.precision[0]
         self.frac_in = dfxp.initial_frac(self.data[0], p0, threshold=0.0)

@@ -47,7 +47,7 @@ __all__ = [
     "FP8Format", "E4M3", "E5M2", "FORMATS", "ScaleRule", "SCALE_NAN", "F32_NAN",
     "decode", "encode", "decode_scale", "encode_scale", "shared_exponent",
     "quantize_blocks", "dequantize_blocks", "quantize_tiles", "dequantize_tiles",
-    "exact_value", "round_to_f32", "f32_add", "block_dot", "dot", "lane_products", "bits_to_f32", "f32_to_bits",
+    "exact_value", "round_to_f32", "f32_add", "block_dot", "dot", "lane_products", "bits_to_f32",
 ]
 
 SCALE_NAN = 0xFF
@@ -264,10 +264,6 @@ def dequantize_tiles(codes, scales, fmt, tile=8):
 
 
 # -- binary32 -------------------------------------------------------------------------------------------
-
-def f32_to_bits(x):
-    return np.asarray(x, dtype=np.float32).view(np.uint32)
-
 
 def bits_to_f32(bits):
     return np.asarray(bits, dtype=np.uint32).view(np.float32)

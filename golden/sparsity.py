@@ -39,6 +39,8 @@ one pair per cycle.
 
 import numpy as np
 
+from .dfxp import PRECISIONS
+
 
 __all__ = ["beats", "mask_words", "zvc_encode", "zvc_decode", "zvc_words", "zero_skip_beats", "zero_skip_ideal_cycles",
            "dense_cycles", "drelu_mask", "ep_rows", "needed_slices", "slice_window", "slice_products",
@@ -146,8 +148,8 @@ def needed_slices(codes, bits):
     ``j`` is redundant when the code fits in ``4 (j + 1)`` bits as a signed number (it is sign extension).
     Low slices that are zero are skipped. Zero takes no slice.
     """
-    if bits not in (4, 8, 12, 16):
-        raise ValueError(f"Code width must be one of 4, 8, 12, 16, not {bits!r}")
+    if bits not in PRECISIONS:
+        raise ValueError(f"Code width must be one of {', '.join(map(str, PRECISIONS))}, not {bits!r}")
     codes = np.asarray(codes, dtype=np.int64)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if codes.size and (codes.min() < lo or codes.max() > hi):

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from golden.dfxp import PRECISIONS as SUPPORTED_PRECISIONS
 from golden.pdfa_schedule import PRECISIONS
 
 
@@ -26,9 +27,6 @@ __all__ = [
     "preset", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
-
-#: Operand precisions a bit-scalable PE can be built for: whole numbers of 4-bit slices.
-SUPPORTED_PRECISIONS = (4, 8, 12, 16)
 
 
 class ConfigError(ValueError):

@@ -11,8 +11,8 @@ are those of :mod:`golden.core`; the memories hold tiles as :class:`hw.tile_gemm
 * dReLU masks: sample-major bits.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.core import LOGIT_BITS
@@ -21,7 +21,7 @@ from . import output_error, requant
 from .core_glue import MemLookup, TagQueue, TileWriter, write_signature
 from .dfa_ep import DFAErrorEngine
 from .pe_array import PRECISION_CODES, Mode
-from .tile_gemm import ELEMENT_BITS, Order, TileGemm, command_layout as gemm_command_layout, tile_read_signature
+from .tile_gemm import ELEMENT_BITS, Order, TileGemm, tile_read_signature
 from .weight_update import WeightUpdateUnit
 
 
@@ -141,6 +141,10 @@ class FFEngine(_Engine):
     Output tiles go one sample group at a time (:data:`hw.tile_gemm.Order.N_OUTER`), so the logits of a
     group reach the output-error unit class by class, as it takes them. ``labels`` is the label lookup of
     the top: ``labels_group`` selects the group whose labels ``labels`` shows.
+
+    Latency and throughput: one PE-array beat per cycle; a job's cycles from its handshake to ``done`` are
+    :mod:`golden.core_timing`'s (the GEMM, then :data:`~golden.core_timing.FF_TAIL` cycles for a hidden
+    layer, the output-error unit's groups for the last).
 
     Members
     -------
@@ -314,6 +318,10 @@ class EPEngine(_Engine):
 
     Output order (the order of the conversion's draws): BP row-major over tiles, DFA one sample group at a
     time over all rows, as :mod:`golden.core` says.
+
+    Latency and throughput: BP one PE-array beat per cycle, DFA one row of ``B e`` per cycle; a job's cycles
+    from its handshake to ``done`` are :mod:`golden.core_timing`'s (the GEMM or the DFA rows, then
+    :data:`~golden.core_timing.EP_TAIL` cycles).
 
     Members
     -------
@@ -505,6 +513,10 @@ class WGEngine(_Engine):
     current weight version and the updated row written to the other version (:class:`WeightUpdateUnit`).
 
     Output order (the order of both units' draws): row-major over tiles, as :mod:`golden.core` says.
+
+    Latency and throughput: one PE-array beat per cycle, one master row updated per cycle; a job's cycles
+    from its handshake to ``done`` are :mod:`golden.core_timing`'s (the GEMM, then
+    :data:`~golden.core_timing.WG_TAIL` cycles).
 
     Members
     -------

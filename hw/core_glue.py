@@ -125,6 +125,9 @@ class TagQueue(wiring.Component):
     """Tags of the items inside a unit that keeps order but carries no tag: pushed as an item enters the
     unit, popped as its result leaves. ``depth`` must cover the unit's items in flight.
 
+    A synchronous FIFO of ``depth`` entries: one push and one pop per cycle; a pushed tag can be popped the
+    cycle after.
+
     Members
     -------
     push : In(stream.Signature(shape))

@@ -4,12 +4,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.fp8 import F32_NAN
+
 
 __all__ = ["F32_NAN", "leading_zeros", "shift_right_sticky", "FP32Adder", "round_fixed_to_f32"]
-
-#: The canonical quiet NaN every NaN result is made into.
-F32_NAN = 0x7FC00000
-
 
 def leading_zeros(m, value, name):
     """A signal holding the count of leading zeros of ``value`` (``len(value)`` when it is zero)."""

@@ -8,13 +8,14 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.pdfa_schedule import PRECISIONS, Error, Feedback
+from golden.pdfa_schedule import ENGINES as _ENGINE_NAMES, PRECISIONS, Error, Feedback
 
 
 __all__ = ["DONE", "Error", "Feedback", "entry_layout", "start_layout", "status_layout", "command_layout",
            "PDFAController"]
 
-ENGINES = ("ff", "ep", "wg")
+#: Prefixes of each engine's ports (``ff_cmd``, ``ep_busy``...): :data:`golden.pdfa_schedule.ENGINES` in lower case.
+ENGINES = tuple(name.lower() for name in _ENGINE_NAMES)
 
 #: An engine's completion handshake: a stream without payload (one transfer per command).
 DONE = wiring.Signature({"valid": Out(1), "ready": In(1)})

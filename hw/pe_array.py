@@ -8,6 +8,9 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSi
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.dfxp import PRECISIONS
+from golden.pe_array import Mode as _GoldenMode, precision_code
+
 from .pe import GRID, BitScalablePE, PEControl
 
 
@@ -15,8 +18,8 @@ __all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_lay
 
 #: Bits of one PE-row (or column) operand line: 16 slices of 4 bits.
 LINE_BITS = 64
-#: Command encoding of the operand precisions.
-PRECISION_CODES = {4: 0, 8: 1, 12: 2, 16: 3}
+#: Command encoding of the operand precisions (:func:`golden.pe_array.precision_code`).
+PRECISION_CODES = {p: precision_code(p) for p in PRECISIONS}
 
 
 _SHARED_PES = contextvars.ContextVar("shared_pes", default=None)
@@ -42,11 +45,12 @@ class Mode(enum.Enum, shape=2):
 
     ``FF``: ``Y = W X`` (A: W straight, B: stored activations straight); ``EP``: ``E' = W^T E`` (A: W
     transposed, B: stored errors straight); ``WG``: ``G = E X^T`` (A: stored errors transposed, B: stored
-    activations transposed). The value 3 is reserved: it sets the error flag and runs as ``FF``.
+    activations transposed). The value 3 is reserved: it sets the error flag and runs as ``FF``. The values
+    are :class:`golden.pe_array.Mode`'s.
     """
-    FF = 0
-    EP = 1
-    WG = 2
+    FF = _GoldenMode.FF.value
+    EP = _GoldenMode.EP.value
+    WG = _GoldenMode.WG.value
 
 
 def command_layout(max_k):
@@ -146,7 +150,7 @@ class PEArray(wiring.Component):
         On a bad parameter.
     """
 
-    def __init__(self, *, rows, cols, max_k=4096, precisions=(4, 8, 12, 16), drain_buffers=1):
+    def __init__(self, *, rows, cols, max_k=4096, precisions=PRECISIONS, drain_buffers=1):
         for name, value in (("Row count", rows), ("Column count", cols), ("Maximum beat count", max_k)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -158,7 +162,7 @@ class PEArray(wiring.Component):
             raise ValueError(f"Maximum beat count must be a power of two >= 2, not {max_k!r}")
         precisions = tuple(precisions)
         if not precisions or any(p not in PRECISION_CODES for p in precisions):
-            raise ValueError(f"Precisions must be a non-empty subset of (4, 8, 12, 16), not {precisions!r}")
+            raise ValueError(f"Precisions must be a non-empty subset of {PRECISIONS}, not {precisions!r}")
         if drain_buffers not in (1, 2) or isinstance(drain_buffers, bool):
             raise ValueError(f"Drain buffer count must be 1 or 2, not {drain_buffers!r}")
         self._rows, self._cols, self._max_k = rows, cols, max_k

@@ -6,6 +6,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.dfxp import PRECISIONS
+
 from .muxes import select
 
 
@@ -61,8 +63,8 @@ class SliceSkipPE(wiring.Component):
                             ("Accumulator width", acc_width)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
-        if bits not in (4, 8, 12, 16):
-            raise ValueError(f"Operand width must be one of 4, 8, 12, 16, not {bits}")
+        if bits not in PRECISIONS:
+            raise ValueError(f"Operand width must be one of {', '.join(map(str, PRECISIONS))}, not {bits}")
         if pairs < 1:
             raise ValueError(f"Pair count must be at least 1, not {pairs}")
         if slots < (bits // 4) ** 2:

@@ -132,6 +132,10 @@ class TileGemm(wiring.Component):
     ready; the array's drain bounds short reductions (see :class:`hw.pe_array.PEArray`). One GEMM at a time:
     ``cmd`` is taken when the previous GEMM's last row has left.
 
+    Latency: the first beat enters the array a few cycles after ``cmd`` (command and size registers, the
+    first tile read), a tile's first row leaves :data:`golden.core_timing.PE_DRAIN_DELAY` cycles after its
+    last beat; :mod:`golden.core_timing` counts both, cycle for cycle.
+
     Parameters
     ----------
     tile : int
@@ -162,7 +166,7 @@ class TileGemm(wiring.Component):
             raise ValueError(f"Tile size must be a power of two from 2 to 64, not {tile!r}")
         precisions = tuple(sorted(set(precisions)))
         if not precisions or any(p not in PRECISION_CODES or pair_lanes(p, p) > tile for p in precisions):
-            raise ValueError(f"Precisions must be a non-empty subset of {list(core_precisions(tile, (4, 8, 12, 16)))} "
+            raise ValueError(f"Precisions must be a non-empty subset of {list(core_precisions(tile, tuple(PRECISION_CODES)))} "
                              f"for tiles of {tile}, not {precisions!r}")
         if dim_width < 1 or addr_width < 1:
             raise ValueError(f"Size and address widths must be positive, not {dim_width!r} and {addr_width!r}")

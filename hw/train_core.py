@@ -51,20 +51,20 @@ error code in ``status`` and the error interrupt; a start while running is refus
 run goes on; ``ctrl.stop`` aborts a run.
 """
 
-import math
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.core import MASTER_BITS, CoreError, Unit
+from golden.dfxp import PRECISIONS as DFXP_PRECISIONS
 from golden.pdfa_schedule import PRECISIONS as LAYER_PRECISIONS
+from golden.pe_array import precision_code
 
 from .axil import AXILiteSlave, axil_connect, axil_members
 from .core_engines import EPEngine, FFEngine, WGEngine, ep_job_layout, ff_job_layout, wg_job_layout
 from .core_glue import TileWriter, write_signature
-from .pdfa import PDFAController
+from .pdfa import ENGINES, PDFAController
 from .regmap import CSRBlock, Field, Register, RegisterMap, Window
 from .tile_gemm import ELEMENT_BITS, core_precisions
 
@@ -165,12 +165,12 @@ def register_map(config):
             Field("feedback_shift", 8, 4, description="DFA: B e is taken at 2**-feedback_shift"),
             Field("overflow_shift", 12, 5, description="overflow rule: at most n >> overflow_shift elements"),
             Field("threshold", 20, 4, description="stochastic thresholding of errors and gradients, 0 = off"),
-            Field("grad_prec", 24, 2, enum={"dfxp4": 0, "dfxp8": 1, "dfxp12": 2, "dfxp16": 3},
+            Field("grad_prec", 24, 2, enum={f"dfxp{p}": precision_code(p) for p in DFXP_PRECISIONS},
                   description="precision of converted gradients"),
         ], locked_while_busy=True),
         Register("cycles", [Field("count", 0, cw, access="ro", description="cycles of the last run")]),
     ]
-    for engine in ("ff", "ep", "wg"):
+    for engine in ENGINES:
         for kind in ("busy", "stall", "idle"):
             regs.append(Register(f"{engine}_{kind}", [Field("count", 0, cw, access="ro")],
                                  description=f"{engine.upper()} engine: {kind} cycles of the last run"))
@@ -216,6 +216,12 @@ class TrainCore(wiring.Component):
     :func:`register_map` for the registers. One run trains ``steps`` mini-batches of ``batch`` samples
     with the algorithm, layer table and numerics of the registers, exactly as
     :meth:`golden.core.CoreTrainer.step_codes` does after :meth:`golden.core.CoreTrainer.begin_run`.
+
+    Latency and throughput: a run takes the cycles :func:`golden.core_timing.predict` gives for its layer
+    table, steps, batch and algorithm (each engine one PE-array beat per cycle; the benches check the
+    prediction against the ``cycles`` register to the cycle). The input stream is taken at one 32-bit word
+    per cycle while the input memory has room; AXI4-Lite answers one access at a time
+    (:class:`hw.axil.AXILiteSlave`).
 
     Parameters
     ----------
@@ -776,7 +782,7 @@ class TrainCore(wiring.Component):
             m.d.sync += starting.eq(0)
         cycles = Signal(min(cfg.pdfa.counter_width, 32))
         m.d.comb += csr.cycles_count.eq(cycles)
-        for engine in ("ff", "ep", "wg"):
+        for engine in ENGINES:
             for kind in ("busy", "stall", "idle"):
                 m.d.comb += getattr(csr, f"{engine}_{kind}_count").eq(getattr(ctrl, f"{engine}_{kind}"))
         with m.If(ctrl.status.valid & running):

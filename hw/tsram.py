@@ -5,15 +5,16 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.tsram import check_params
+from golden.tsram import Axis as _GoldenAxis, check_params
 
 
 __all__ = ["Axis", "request_layout", "write_layout", "TransposableSRAM", "RegisterFileTranspose"]
 
 
 class Axis(enum.Enum, shape=1):
-    ROW = 0
-    COL = 1
+    """Which line of a tile an access reads or writes; the values are :class:`golden.tsram.Axis`'s."""
+    ROW = _GoldenAxis.ROW.value
+    COL = _GoldenAxis.COL.value
 
 
 def _tile_bits(tiles):

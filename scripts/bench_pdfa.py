@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
+from golden.pdfa_schedule import ENGINES  # noqa: E402
+
 
 TARGET = 2.5
 MODES = {"bp_serial": ("bp", 1), "bp": ("bp", 0), "dfa": ("dfa", 0), "pdfa": ("pdfa", 0)}
@@ -69,7 +71,7 @@ def main(argv=None):
     if largest >= (1 << cfg.size_width):
         parser.error(f"pdfa.size_width must hold layer size {largest}, not {cfg.size_width} bits")
 
-    engines = {e: throughput for e in ("FF", "EP", "WG")}
+    engines = {e: throughput for e in ENGINES}
     latency = {e: args.latency for e in engines}
     runs = [{"family": family, "sizes": sizes, "samples": args.samples, "mode": mode, "algorithm": algorithm,
              "serial": serial, "throughput": engines, "latency": latency}

@@ -85,7 +85,7 @@ def main(argv=None):
             "errors_e0": record["e0.codes"], "errors_e1": record["e1.codes"]}
     for name, codes in real.items():
         sets[name] = [codes[:cfg.depth, col].tolist() for col in range(codes.shape[1])]
-    weights = rng.integers(lo, hi + 1, cfg.depth).tolist()
+    weights = rng.integers(-(1 << (cfg.weight_width - 1)), 1 << (cfg.weight_width - 1), cfg.depth).tolist()
 
     print(f"[2/4] simulating the zero-skip unit: {sum(len(v) for v in sets.values())} vectors ({args.sim})",
           flush=True)

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hw import synth                                        # noqa: E402
-from hw.build import CliParser                              # noqa: E402
+from hw.build import CliParser, json_out_problem            # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
 from verif.runner import run_bench, simulator_status        # noqa: E402
 
@@ -32,12 +32,15 @@ def parser(description, default_out):
 
 
 def resolve(p, args):
-    """The configuration the arguments name; exits with one line (status 2) on a bad one or a missing
-    simulator."""
+    """The configuration the arguments name; exits with one line (status 2) on a bad one, an ``--out`` that
+    cannot be written or a missing simulator."""
     try:
         config = apply_overrides(preset(args.preset), args.overrides)
     except ConfigError as exc:
         p.error(str(exc))
+    problem = json_out_problem(Path(args.out))
+    if problem:
+        p.error(problem)
     available, reason = simulator_status(args.sim)
     if not available:
         p.error(reason)

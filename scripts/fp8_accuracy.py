@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from golden import fp8  # noqa: E402
-from hw.build import CliParser  # noqa: E402
+from hw.build import CliParser, json_out_problem  # noqa: E402
 
 SIZES = (64, 256, 256, 10)
 BATCH = 64
@@ -101,6 +101,11 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "fp8_accuracy.json"))
     args = parser.parse_args(argv)
+    if args.samples < 1:
+        parser.error(f"--samples must be a positive integer, not {args.samples}")
+    problem = json_out_problem(Path(args.out), beside=(".md",))
+    if problem:
+        parser.error(problem)
     print("training the float32 MLP on the digits set", flush=True)
     t = train_mlp()
     rng = np.random.default_rng(7)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from golden.training import TrainConfig, Trainer, export_trace  # noqa: E402
-from hw.build import CliParser                                  # noqa: E402
+from hw.build import CliParser, folder_problem                  # noqa: E402
 
 RUNS = {
     "FP32 BP": dict(algorithm="bp", arithmetic="fp32"),
@@ -59,6 +59,10 @@ def main(argv=None):
     if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
         parser.error("--seeds, --epochs and --jobs must be positive integers")
     out = Path(args.out)
+    problem = f"--out: {out} exists and is not a directory" if out.exists() and not out.is_dir() else None
+    problem = problem or folder_problem(out)
+    if problem:
+        parser.error(problem)
     out.mkdir(parents=True, exist_ok=True)
 
     jobs = [(name, seed, args.epochs) for name in RUNS for seed in range(args.seeds)]

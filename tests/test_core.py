@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden import core, dfxp
+from golden import dfxp
 from golden.core import (
     EXP2_TABLE, FRAC_RANGE, LOG2E, CoreConfig, CoreTrainer, Rounding, Unit, calibrate_frac, convert, draw_in_order,
     lane_seed, next_frac, output_error, parse_precision, read_weights, shift_round, softmax_parts, tile_order,

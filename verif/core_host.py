@@ -8,9 +8,10 @@ with the golden model after every run with ``==``.
 
 import numpy as np
 
-from golden.core import MASTER_BITS, CoreError, Unit
+from golden.core import CoreError, Unit
 from golden.pdfa_schedule import PRECISIONS
 from golden.training import feedback_seed
+from hw.pdfa import ENGINES
 from hw.train_core import geometry, register_map
 
 
@@ -183,7 +184,7 @@ class CoreHost:
         """Cycles of the last run and each engine's busy/stall/idle cycles."""
         r = self.regs
         out = {"cycles": await self._maybe(r.read_field("cycles", "count"))}
-        for engine in ("ff", "ep", "wg"):
+        for engine in ENGINES:
             for kind in ("busy", "stall", "idle"):
                 out[f"{engine}_{kind}"] = await self._maybe(r.read_field(f"{engine}_{kind}", "count"))
         return out

@@ -34,7 +34,7 @@ from hw.build import BLOCKS
 from hw.lfsr import seed_layout
 from hw.output_error import command_layout, input_layout
 from hw.pe_array import PRECISION_CODES
-from hw.requant import output_layout, stats_layout
+from hw.requant import output_layout
 from verif.bench import BenchTB
 
 

@@ -36,6 +36,7 @@ from cocotb.triggers import ClockCycles
 
 from golden.core import CoreConfig, CoreError, CoreTrainer
 from hw.axil import RESP_OKAY
+from hw.pdfa import ENGINES
 from verif.train_core_tb import CoreTB, bad_starts, start_error, table_after
 
 
@@ -83,7 +84,7 @@ async def check_run(tb, trainer, steps, what):
     await tb.regs.write_fields("irq_status", done=1)
     assert (await tb.check_irq(what))["done"] == 0, f"{what}: w1c left the done interrupt set"
     counters = await tb.host.counters()
-    for engine in ("ff", "ep", "wg"):
+    for engine in ENGINES:
         parts = [counters[f"{engine}_{kind}"] for kind in ("busy", "stall", "idle")]
         assert sum(parts) == counters["cycles"] and parts[0] > 0, f"{what}: {engine} counters {parts}, {counters}"
     await tb.check_state(trainer, what)

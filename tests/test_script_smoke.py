@@ -1,0 +1,108 @@
+"""Every benchmark and training script at its smallest size: it runs, exits 0 and writes a report with the
+figures it is for, so that the measuring code of a script cannot rot unnoticed. Verilator only: the Icarus
+path of a script is the same code with another simulator name. (bench_requant, train_core, train_rtl and
+bench_train_core have smoke runs in their own test modules.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def run(script, *args, out):
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *args, "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_pe_array(tmp_path):
+    out = tmp_path / "pe_array.json"
+    run("bench_pe_array.py", "--preset", "small", "--set", "pe.precisions=[8, 16]", out=out)
+    report = json.loads(out.read_text())
+    cases = report["cases"]
+    # 3 modes x 4 precision pairs x (full, ragged), each checked bit for bit by the bench.
+    assert len(cases) == 24 and all(0 < c["ratio_to_peak"] <= 1 for c in cases)
+    assert report["summary"]["full_tiles_min_ratio_to_peak"] >= report["summary"]["ragged_tiles_min_ratio_to_peak"]
+    assert report["area"]["pe_nand2"] > report["area"]["pe_fixed16_nand2"] > 0
+
+
+def test_bench_tsram(tmp_path):
+    out = tmp_path / "tsram.json"
+    run("bench_tsram.py", "--preset", "small", "--ops", "200", out=out)
+    report = json.loads(out.read_text())
+    t, a = report["throughput"], report["area"]
+    assert 0 < t["writes_per_cycle"] <= 1 and 0 < t["reads_per_cycle"] <= 1
+    assert a["tsram_memory_bits"] == a["stored_bits"] > 0 and a["register_file_nand2"] > a["tsram_logic_nand2"] > 0
+
+
+def test_bench_fp8_tree(tmp_path):
+    out = tmp_path / "fp8_tree.json"
+    run("bench_fp8_tree.py", "--preset", "small", "--set", "fp8.k=2", "--dots", "20", out=out)
+    report = json.loads(out.read_text())
+    t = report["throughput"]
+    assert report["k"] == 2 and t["block_pairs"] > 0 and 0 < t["block_pairs_per_cycle"] <= 1
+    assert t["latency_cycles"] > 0 and set(report["area"]["nand2_per_mac"]) == {"fp8_tree", "bf16_tree", "int8_tree"}
+
+
+def test_bench_sparsity(tmp_path):
+    out = tmp_path / "sparsity.json"
+    # The training tensors are DFXP-16 codes: the unit's elements must be 16 bits wide.
+    run("bench_sparsity.py", "--preset", "small", "--set", "sparsity.width=16", "--vectors", "2", out=out)
+    report = json.loads(out.read_text())
+    assert report["zero_skip"]["runs"] and report["row_skip"]["runs"] and report["zvc"]["runs"]
+    assert report["slice_skip"] and report["area"]["zero_skip_nand2"] > 0 and report["area"]["row_skip_nand2"] > 0
+
+
+def test_bench_pdfa(tmp_path):
+    out = tmp_path / "pdfa.json"
+    run("bench_pdfa.py", "--samples", "2", out=out)
+    report = json.loads(out.read_text())
+    assert len(report["mlps"]) == 8      # digits and MNIST MLPs of 2 to 5 weight layers
+    assert 1 <= report["summary"]["pdfa_over_bp_serial"]["min"] <= report["summary"]["pdfa_over_bp_serial"]["max"]
+
+
+def test_fp8_accuracy(tmp_path):
+    out = tmp_path / "fp8_accuracy.json"
+    run("fp8_accuracy.py", "--samples", "16", out=out)
+    report = json.loads(out.read_text())
+    # 2 GEMMs x 3 format recipes x scale rules x 4 block sizes, every error finite and small.
+    assert len(report["rows"]) % 24 == 0 and report["rows"]
+    assert all(0 <= r["median_relative_error"] < 1 for r in report["rows"])
+    assert out.with_suffix(".md").exists()
+
+
+def test_train_golden(tmp_path):
+    out = tmp_path / "training"
+    run("train_golden.py", "--seeds", "1", "--epochs", "1", "--jobs", "1", out=out)
+    assert any(out.iterdir())
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_pe_array.py", ["--preset", "small"]),
+    ("bench_tsram.py", ["--preset", "small"]),
+    ("bench_fp8_tree.py", ["--preset", "small"]),
+    ("bench_sparsity.py", ["--preset", "small"]),
+    ("bench_pdfa.py", []),
+    ("fp8_accuracy.py", []),
+])
+def test_bad_out(script, args, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *args, "--out", str(blocker / "r.json")],
+                          capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "--out:" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_train_golden_bad_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "train_golden.py"), "--out", str(blocker)],
+                          capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "is not a directory" in lines[0]
