@@ -89,6 +89,7 @@ def test_train_golden(tmp_path):
     ("bench_sparsity.py", ["--preset", "small"]),
     ("bench_pdfa.py", []),
     ("fp8_accuracy.py", []),
+    ("bench_generator.py", ["--preset", "small"]),
 ])
 def test_bad_out(script, args, tmp_path):
     blocker = tmp_path / "file"
@@ -106,3 +107,13 @@ def test_train_golden_bad_out(tmp_path):
                           capture_output=True, text=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "is not a directory" in lines[0]
+
+
+def test_bench_generator(tmp_path):
+    out = tmp_path / "generator.json"
+    run("bench_generator.py", "--preset", "small", "--sizes", "2,8", out=out)
+    report = json.loads(out.read_text())
+    assert list(report["sizes"]) == ["2x2", "8x8"] and set(report["peak_rss_mb"]) == {"2x2", "8x8"}
+    # One module for the array and one for all its (identical) PEs, at every size.
+    assert all(r["modules"] == 2 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in report["sizes"].values())
+    assert report["sizes"]["8x8"]["verilog_bytes"] > report["sizes"]["2x2"]["verilog_bytes"]
