@@ -52,7 +52,7 @@ from .zero_skip import ZeroSkip
 from .zvc import ZVCDecoder, ZVCEncoder
 
 
-__all__ = ["BLOCKS", "BASELINES", "Block", "elaborate", "generate", "main"]
+__all__ = ["BLOCKS", "BASELINES", "Block", "sdc_text", "elaborate", "generate", "main"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,6 +127,14 @@ BASELINES = {
 }
 
 
+def sdc_text(config):
+    """The ``clock.sdc`` of ``config``: ``constraints/clock.sdc`` at its ``clock_mhz`` (I/O delays 20% of the
+    period)."""
+    period = 1000.0 / config.clock_mhz
+    return (_ROOT / "constraints" / "clock.sdc").read_text().format(
+        clock_mhz=f"{config.clock_mhz:g}", period_ns=f"{period:.3f}", io_delay_ns=f"{0.2 * period:.3f}")
+
+
 def elaborate(block, config, target="verilog"):
     """Text of one block (a name of :data:`BLOCKS`, or a :class:`Block`) in Verilog or RTLIL. Identical PEs
     are one module, emitted once after the block (:func:`hw.pe_array.shared_pe_modules`)."""
@@ -172,9 +180,7 @@ def generate(config, target, out_root, blocks=None, progress=_progress, liberty=
             (scratch / "train_core_regs.h").write_text(regmap.c_header(regs))
             (scratch / "train_core_regs.py").write_text(regmap.python_driver(regs))
             files["train_core_regs"] = ["train_core_regs.md", "train_core_regs.h", "train_core_regs.py"]
-        period = 1000.0 / config.clock_mhz
-        sdc = (_ROOT / "constraints" / "clock.sdc").read_text().format(
-            clock_mhz=f"{config.clock_mhz:g}", period_ns=f"{period:.3f}", io_delay_ns=f"{0.2 * period:.3f}")
+        sdc = sdc_text(config)
         (scratch / "clock.sdc").write_text(sdc)
         (scratch / "config.json").write_text(config.to_json())
         manifest = {
