@@ -265,9 +265,10 @@ async def random_jobs(dut):
 
 @cocotb.test()
 async def directed_corners(dut):
-    """Every precision and rounding at the accumulator's extremes, exact ties, the saturation thresholds,
-    the most negative code, the largest shifts both ways, thresholding of the smallest codes, the overflow
-    rule at the ends of the fractional-length range, disabled lanes, an empty job and one-beat jobs."""
+    """Every precision and rounding at the accumulator's extremes, exact ties, ties broken by a single
+    sticky bit at every position, the saturation thresholds, the most negative code, the largest shifts both
+    ways, thresholding of the smallest codes, the overflow rule at the ends of the fractional-length range,
+    overflow counts past 2**9 in one job, disabled lanes, an empty job and one-beat jobs."""
     tb = ConversionTB(dut)
     await tb.reset()
     await tb.load_seeds(_seeds(tb))
@@ -306,6 +307,14 @@ async def directed_corners(dut):
         tb.job(job([hi_acc] * lanes * 2, 0, bits, frac=FRAC_RANGE[0]), f"{bits}-bit all overflow at frac_lo")
         tb.job(job([0] * lanes * 2, 0, bits, frac=FRAC_RANGE[1]), f"{bits}-bit none at frac_hi")
         tb.job(job([hi] * lanes * 4, 0, bits, frac=3, overflow_shift=1), f"{bits}-bit only at frac + 1")
+    # Ties broken by one sticky bit alone, at every position below the 16 fraction bits a lane keeps, in
+    # every lane (even codes: without the sticky bit the tie would round down).
+    for shift in range(17, w):
+        half = 1 << (shift - 1)
+        values = [(code << shift) + half + (1 << b) for code in (0, -2) for b in range(shift - 16)]
+        tb.job(job(np.repeat(values, lanes), shift, 16, stochastic=False), f"sticky bits at shift {shift}")
+    # Overflow counts past 2**9 in one job (every element of 200 beats overflows at both lengths).
+    tb.job(job([hi_acc] * lanes * 200, 0, 8), "long job, every element overflowing")
     # A seed for a lane that does not exist loads nothing.
     if 1 << tb.seed_layout["lane"].width > lanes:
         await tb.load_seeds({lanes: 12345})

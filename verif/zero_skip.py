@@ -4,7 +4,8 @@ Drivers: weights on ``w``, then input beats of ``window`` elements on ``i`` (ran
 ``o`` sink with random back-pressure. Every output beat must equal the golden schedule (which element in
 which slot, the ``last`` marks), every slot's weight must be ``weights[index]``, and the dot products
 accumulated from the slots must equal the dense ones, exactly. Stimulus: random vectors at sparsity 0 to 1,
-and DFXP-16 activations and errors of a DFA training step of :mod:`golden.training`.
+directed corners (vectors alone, dense vectors back to back, a vector longer than ``depth``), and DFXP-16
+activations and errors of a DFA training step of :mod:`golden.training`.
 
 ``EDGETRAIN_ZS_RUNS`` (the path of a JSON file, for the benchmark) names vector sets to time without
 stalls; the cycles from the first input transfer to the last output transfer of each set go to
@@ -96,6 +97,69 @@ async def random_vectors(dut):
     vectors.append(np.zeros(tb.cfg.window, dtype=int))
     tb.send(vectors)
     await tb.check(vectors)
+
+
+@cocotb.test()
+async def directed_corners(dut):
+    """Each vector alone (its beats must come out without a next vector behind it): every non-zero count up
+    to 2 slots + 2 and dense lengths around multiples of the window; dense vectors back to back; the queue
+    filled to its limit behind a stopped output, a vector's end on its newest entry; last, a vector longer
+    than ``depth``: its first ``depth`` elements come out, the sticky ``error`` rises."""
+    tb = ZeroSkipTB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    lo, hi = -(1 << (cfg.weight_width - 1)), (1 << (cfg.weight_width - 1)) - 1
+    await tb.load_weights(tb.np_rng.integers(lo, hi + 1, cfg.depth))
+
+    def nonzero(count):
+        return tb.np_rng.integers(1, 1 << (cfg.width - 1), count) * tb.np_rng.choice([-1, 1], count)
+
+    alone = []
+    for nnz in range(min(2 * cfg.slots + 3, cfg.depth + 1)):
+        v = np.zeros(tb.rng.randint(max(nnz, 1), cfg.depth), dtype=int)
+        v[tb.np_rng.choice(len(v), nnz, replace=False)] = nonzero(nnz)
+        alone.append(v)
+    lengths = sorted({n for k in range(1, cfg.depth // cfg.window + 1) for n in
+                      (k * cfg.window - 1, k * cfg.window, k * cfg.window + 1) if 1 <= n <= cfg.depth})
+    alone += [nonzero(n) for n in lengths]
+    first = 0
+    for v in alone:
+        tb.send([v])
+        first += await tb.check([v], first, timeout_cycles=20 * cfg.depth)
+    dense = [nonzero(n) for n in lengths for _ in range(2)]
+    tb.send(dense)
+    first += await tb.check(dense, first)
+
+    # A full queue: `a` entries of a vector, then a vector whose two beats fill the queue up to the input
+    # limit, its end on the newest entry, while the output waits; then the output drains (pops `a`).
+    n = cfg.window
+    for a in range(1, cfg.slots + 1):
+        fill = 2 * cfg.slots - a
+        if not 0 <= fill <= n or 2 * n > cfg.depth:
+            continue
+        head = np.zeros(n, dtype=int)
+        head[:a] = nonzero(a)
+        tail = np.concatenate([nonzero(fill), np.zeros(n - fill, dtype=int), nonzero(n)])
+        stalls = tb.i.stall, tb.o.stall
+        tb.i.stall, tb.o.stall = 0.0, 1.0
+        tb.send([head, tail])
+        await tb.i.wait_idle()
+        await ClockCycles(dut.clk, 2)
+        tb.i.stall, tb.o.stall = stalls
+        first += await tb.check([head, tail], first)
+
+    long = nonzero(cfg.depth + cfg.window)
+    tb.send([long])
+    want = sparsity.zero_skip_beats([long[:cfg.depth]], cfg.slots)
+    assert await tb.wait_until(lambda: len(tb.o.items) >= first + len(want), 20 * cfg.depth)
+    got = []
+    for item in tb.o.items[first:]:
+        beat = tb.out_l.from_bits(item)
+        got.append(([(int(x.value), int(x.index)) for x in beat.slots if x.valid], bool(beat.last)))
+    assert got == want, "a vector longer than depth: its first depth elements differ from golden"
+    for _ in range(4):
+        await ClockCycles(dut.clk, 1)
+        assert int(dut.error.value), "a vector longer than depth must raise error"
 
 
 @cocotb.test()
