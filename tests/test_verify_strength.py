@@ -216,3 +216,11 @@ def test_rescore_without_report(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         verify_strength.main(["--rescore", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "--rescore" in capsys.readouterr().err
+
+
+def test_ports_skip_functions():
+    # Yosys writes a function per $pmux inside the module; its inputs are not the module's ports.
+    text = ("module m_mutants(a, y, mutsel);\n  input [3:0] a;\n  output y;\n  input [1:0] mutsel;\n"
+            "  function [0:0] _pmux;\n    input [0:0] a;\n    input [1:0] b;\n    input [1:0] s;\n"
+            "    _pmux = a;\n  endfunction\n  assign y = a[0];\nendmodule\n")
+    assert [p[3] for p in mutation._ports(text, "m_mutants")] == ["a", "y", "mutsel"]

@@ -149,7 +149,9 @@ def _ports(verilog_text, module):
     body = re.search(rf"^module {re.escape(module)}\((.*?)^endmodule", verilog_text, re.M | re.S)
     if body is None:
         raise RuntimeError(f"module {module} not found in the mutated netlist")
-    return [(d, (s or "").strip(), (r or "").strip(), n) for d, s, r, n in _PORT.findall(body.group(1))]
+    # Functions (Yosys writes one per $pmux) declare inputs of their own.
+    text = re.sub(r"^\s*function\b.*?^\s*endfunction\b", "", body.group(1), flags=re.M | re.S)
+    return [(d, (s or "").strip(), (r or "").strip(), n) for d, s, r, n in _PORT.findall(text)]
 
 
 def wrapper(top, inner, ports, width):
