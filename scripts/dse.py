@@ -738,7 +738,7 @@ def _dask_client(workers, scheduler):
     from dask.distributed import Client, LocalCluster
     if scheduler is not None:
         return Client(scheduler, timeout="20s"), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     return Client(cluster), cluster
 
 

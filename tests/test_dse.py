@@ -381,7 +381,7 @@ def test_dask_executor_bookkeeping(monkeypatch):
     jobs = [((1, "k1"), ({"pe": {"rows": 1}}, ["pe_array"])), ((2, "k2"), ({"pe": {"rows": 2}}, ["pe_array"]))]
     seen = {}
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         monkeypatch.setattr(dse, "_job_function", lambda: _dask_stand_in)
         dse._run_dask(jobs, client, lambda tag, result, error: seen.update({tag: (result, error)}))
     assert seen[(1, "k1")] == ({"rows": 1, "blocks": ["pe_array"]}, None)
