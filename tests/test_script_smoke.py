@@ -22,7 +22,9 @@ def run(script, *args, out):
 
 def test_bench_pe_array(tmp_path):
     out = tmp_path / "pe_array.json"
-    run("bench_pe_array.py", "--preset", "small", "--set", "pe.precisions=[8, 16]", out=out)
+    # The configuration of tests/test_pe_array.py::test_bench_subset_of_precisions: one Verilator build for both.
+    run("bench_pe_array.py", "--preset", "small", "--set", "name=small-8-16", "--set", "pe.precisions=[8, 16]",
+        "--set", "pe.cols=2", out=out)
     report = json.loads(out.read_text())
     cases = report["cases"]
     # 3 modes x 4 precision pairs x (full, ragged), each checked bit for bit by the bench.
