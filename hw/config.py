@@ -24,7 +24,7 @@ __all__ = [
     "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "SparsityConfig",
     "TrainCoreConfig", "Config",
     "PRESETS",
-    "preset", "load_toml", "apply_overrides", "parameter_keys",
+    "preset", "read_toml", "load_toml", "apply_overrides", "parameter_keys",
 ]
 
 
@@ -422,6 +422,20 @@ def _merge(config, data, prefix=""):
     return replace(config, **changes)
 
 
+def read_toml(path, what="config file"):
+    """The table of the TOML file ``path``; :class:`ConfigError` with one line (``what`` names the file's
+    role) when it is missing, unreadable or not TOML."""
+    where = f"{what} {str(path)!r}"
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+
+
 def load_toml(path):
     """Load a configuration file.
 
@@ -433,15 +447,7 @@ def load_toml(path):
         [pe]
         rows = 4
     """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     base = preset(data.pop("preset", "default"))
     return _merge(base, data)
 

@@ -343,6 +343,33 @@ def _transistors(stat_cmos):
     return matches[-1] if matches else None
 
 
+def _netlist_area(folder, macros, lib):
+    """The area figures of the netlist a Yosys run left in ``folder``: the design's totals (with kept
+    hierarchy, every module times its instances), ``macros`` its memories; with ``lib``, also the standard-cell
+    figures."""
+    def counts(stat_json):
+        # The design's cells by type, its instances of its own modules left out.
+        stat = json.loads((folder / stat_json).read_text())
+        modules = {name.lstrip("\\") for name in stat.get("modules", {})}
+        return {t: n for t, n in sorted(stat["design"]["num_cells_by_type"].items()) if t not in modules}
+
+    cells = counts("stat.json")
+    match = _transistors((folder / "stat_cmos.txt").read_text())
+    figures = {
+        "cells": sum(n for t, n in cells.items() if not t.startswith("$mem")),
+        "cells_by_type": cells,
+        "nand2_equivalents": round(nand2_equivalents(cells), 1),
+        "transistors": int(match.group(1)) if match else None,
+        "transistors_lower_bound": bool(match and match.group(2)),
+        "flip_flops": sum(n for t, n in cells.items() if _is_flop(t)),
+    }
+    if lib is not None:
+        lib_cells = {t: n for t, n in counts("stat_lib.json").items() if not t.startswith("$")}
+        part = _rounded(_part({}, macros, lib_cells, lib))
+        figures.update({key: part[key] for key in _LIB_SUMS}, lib_cells_by_type=lib_cells)
+    return figures
+
+
 def _error(workdir, output):
     """The line that says why a Yosys run in ``workdir`` failed: the last error of its log, else the last
     line it printed."""
@@ -581,21 +608,11 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             hier.wait()
         if hier_out is not None:
             hier_out.close()
-    stat = json.loads((workdir / "stat.json").read_text())["design"]
-    cells = dict(sorted(stat["num_cells_by_type"].items()))
-    cmos = (workdir / "stat_cmos.txt").read_text()
-    match = _transistors(cmos)
     ltp = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", (workdir / "ltp.txt").read_text())
-    flops = sum(n for t, n in cells.items() if _is_flop(t))
     macros = [mac for module in _macros(workdir / "memories.json").values() for mac in module]
     result = {
         "top": top,
-        "cells": sum(n for t, n in cells.items() if not t.startswith("$mem")),
-        "cells_by_type": cells,
-        "nand2_equivalents": round(nand2_equivalents(cells), 1),
-        "transistors": int(match.group(1)) if match else None,
-        "transistors_lower_bound": bool(match and match.group(2)),
-        "flip_flops": flops,
+        **_netlist_area(workdir, macros, lib),
         "logic_depth_cells": int(ltp.group(1)) if ltp else None,
         "memories": len(macros),
         "memory_bits": sum(mac["width"] * mac["depth"] for mac in macros),
@@ -605,19 +622,13 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
         "netlist": "flat",
         "flat": None,
     }
-    lib_cells = None
     if lib is not None:
-        lib_stat = json.loads((workdir / "stat_lib.json").read_text())["design"]
-        lib_cells = dict(sorted(lib_stat["num_cells_by_type"].items()))
-        part = _rounded(_part({}, macros, lib_cells, lib))
-        flop_types = {t: n for t, n in lib_cells.items() if t in lib.sequential}
+        flop_types = {t: n for t, n in result["lib_cells_by_type"].items() if t in lib.sequential}
         ff_cell = max(flop_types, key=lambda t: (flop_types[t], t)) if flop_types else None
         overhead = flop_overhead_ns(lib, ff_cell) if ff_cell else 0.0
         delay_ps = _abc_delay_ps(workdir / "stats.txt")
         critical = None if delay_ps is None else delay_ps / 1000 + overhead
         result.update({
-            **{key: part[key] for key in _LIB_SUMS},
-            "lib_cells_by_type": {t: n for t, n in lib_cells.items() if not t.startswith("$")},
             "critical_path_ns": None if critical is None else round(critical, 3),
             "logic_delay_ns": None if delay_ps is None else delay_ps / 1000,
             "ff_overhead_ns": round(overhead, 3),
@@ -639,26 +650,10 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
         # The block's area is that of the netlist with kept hierarchy, the sum of its parts; the flat
         # netlist's stays beside it (`flat`), and its timing is the block's.
         result["flat"] = {key: result[key] for key in _FLAT_KEYS if key in result}
-        design = json.loads((hier_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
-        cells = {t: n for t, n in sorted(design.items()) if t.startswith("$")}
-        match = _transistors((hier_dir / "stat_cmos.txt").read_text())
-        result.update({
-            "netlist": "hierarchical",
-            "cells": sum(n for t, n in cells.items() if not t.startswith("$mem")),
-            "cells_by_type": cells,
-            "nand2_equivalents": round(nand2_equivalents(cells), 1),
-            "transistors": int(match.group(1)) if match else None,
-            "transistors_lower_bound": bool(match and match.group(2)),
-            "flip_flops": sum(n for t, n in cells.items() if _is_flop(t)),
-        })
-        if lib is not None:
-            design = json.loads((hier_dir / "stat_lib.json").read_text())["design"]["num_cells_by_type"]
-            lib_cells = {t: n for t, n in sorted(design.items()) if t in lib.area}
-            part = _rounded(_part({}, macros, lib_cells, lib))
-            result.update({key: part[key] for key in _LIB_SUMS}, lib_cells_by_type=lib_cells)
+        result.update(_netlist_area(hier_dir, macros, lib), netlist="hierarchical")
     elif breakdown:
         result["breakdown"], result["breakdown_total"] = _breakdown(
-            {top: cells}, {top: macros}, top, {}, {top: lib_cells or {}}, lib)
+            {top: result["cells_by_type"]}, {top: macros}, top, {}, {top: result.get("lib_cells_by_type", {})}, lib)
     return result
 
 

@@ -63,7 +63,6 @@ import os
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +72,7 @@ if str(ROOT) not in sys.path:       # run as a file, or in a worker started else
 
 import hw                                                   # noqa: E402
 from hw.build import BLOCKS, CliParser, elaborate, folder_problem  # noqa: E402
-from hw.config import Config, ConfigError, preset                  # noqa: E402
+from hw.config import Config, ConfigError, preset, read_toml       # noqa: E402
 
 
 __all__ = ["SweepError", "Point", "Sweep", "load_sweep", "generator_version", "config_hash", "cache_key",
@@ -201,13 +200,9 @@ def load_sweep(path):
     path = Path(path)
     where = f"sweep file {str(path)!r}"
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SweepError(f"{where} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"{where} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{where} is not valid TOML: {exc}") from None
+        data = read_toml(path, "sweep file")
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
 
     def fail(message):
         raise SweepError(f"{where}: {message}")

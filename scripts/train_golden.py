@@ -59,8 +59,7 @@ def main(argv=None):
     if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
         parser.error("--seeds, --epochs and --jobs must be positive integers")
     out = Path(args.out)
-    problem = f"--out: {out} exists and is not a directory" if out.exists() and not out.is_dir() else None
-    problem = problem or folder_problem(out)
+    problem = folder_problem(out)
     if problem:
         parser.error(problem)
     out.mkdir(parents=True, exist_ok=True)
