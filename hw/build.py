@@ -24,7 +24,9 @@ line on stderr.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import json
 import shutil
 import sys
@@ -70,7 +72,8 @@ BLOCKS = {
                         "TrainCore: the whole training accelerator behind AXI4-Lite and AXI4-Stream"),
     "pe_array": Block("edgetrain_pe_array",
                       lambda c: PEArray(rows=c.pe.rows, cols=c.pe.cols, max_k=c.pe.max_k,
-                                        precisions=c.pe.precisions),
+                                        precisions=c.pe.precisions, drain_buffers=c.pe.drain_buffers,
+                                        drain_rows=c.pe.drain_rows),
                       "bit-scalable PE array (FF/EP/WG GEMMs)"),
     "pe": Block("edgetrain_pe", lambda c: BitScalablePE(acc_width=c.pe.acc_width),
                 "one bit-scalable PE (16 slice multipliers)"),
@@ -135,16 +138,38 @@ def sdc_text(config):
         clock_mhz=f"{config.clock_mhz:g}", period_ns=f"{period:.3f}", io_delay_ns=f"{0.2 * period:.3f}")
 
 
+@contextlib.contextmanager
+def _fewer_collections():
+    """Python's cyclic garbage collector runs less often inside the context. A conversion keeps millions of
+    small objects alive (Amaranth's netlist) and each full collection walks them all: with the default
+    young-generation threshold (700) a 32x32 PE array spends a fifth of its conversion's CPU time there;
+    with 10000 it does not, at the same peak memory (it creates little garbage)."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
 def elaborate(block, config, target="verilog"):
     """Text of one block (a name of :data:`BLOCKS`, or a :class:`Block`) in Verilog or RTLIL. Identical PEs
-    are one module, emitted once after the block (:func:`hw.pe_array.shared_pe_modules`)."""
+    and identical line routers of a PE array are one module each, emitted once after the block
+    (:func:`hw.pe_array.shared_pe_modules`). In RTLIL these modules carry ``keep_hierarchy``: synthesis
+    (:mod:`hw.synth`) maps each once and keeps its instances, so an array's area is its PE's times the PE
+    count plus its routers' and its glue, and a large array maps in the time of a small one."""
+    from .synth import keep_hierarchy
+
     spec = block if isinstance(block, Block) else BLOCKS[block]
     component = spec.make(config)
     convert = rtlil.convert if target == "rtlil" else verilog.convert
-    with shared_pe_modules() as pes:
-        text = convert(component, name=spec.top, emit_src=False)
-    for name, pe in pes.items():
-        text += "\n" + convert(pe, name=name, emit_src=False)
+    with _fewer_collections():
+        with shared_pe_modules() as shared:
+            text = convert(component, name=spec.top, emit_src=False)
+        for name, module in shared.items():
+            text += "\n" + convert(module, name=name, emit_src=False)
+    if target == "rtlil":
+        text = keep_hierarchy(text, set(shared))
     return text
 
 

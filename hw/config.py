@@ -64,11 +64,20 @@ class PEArrayConfig:
         Operand precisions (bits) the hardware supports at run time, a subset of 4, 8, 12, 16. Dropping one
         removes its operand-routing multiplexers; a command asking for a missing precision sets the sticky
         error flag and computes zeros.
+    drain_buffers : int
+        Output tiles buffered for draining, 1 or 2: with two, a finished tile waits while the previous one
+        drains, so short reductions overlap their drain (see :class:`hw.pe_array.PEArray`).
+    drain_rows : int
+        Output tile rows per transfer on the array's output, 1 to 64 (at most ``rows`` are used): the
+        output bandwidth that short reductions need, e.g. 4 so that an 8-row array runs the error
+        propagation over 10 classes (3 beats at 8 bits) at full rate.
     """
     rows: int = 8
     cols: int = 8
     max_k: int = 4096
     precisions: tuple = SUPPORTED_PRECISIONS
+    drain_buffers: int = 2
+    drain_rows: int = 4
 
     def __post_init__(self):
         _check_int("pe.rows", self.rows)
@@ -76,6 +85,12 @@ class PEArrayConfig:
         if self.rows > 64 or self.cols > 64:
             raise ConfigError(f"pe.rows and pe.cols must be at most 64, not {self.rows}x{self.cols}")
         _check_int("pe.max_k", self.max_k, minimum=2, power_of_two=True)
+        _check_int("pe.drain_buffers", self.drain_buffers)
+        if self.drain_buffers > 2:
+            raise ConfigError(f"pe.drain_buffers must be 1 or 2, not {self.drain_buffers!r}")
+        _check_int("pe.drain_rows", self.drain_rows)
+        if self.drain_rows > 64:
+            raise ConfigError(f"pe.drain_rows must be at most 64, not {self.drain_rows!r}")
         _list_to_tuple(self, "precisions")
         if not isinstance(self.precisions, tuple) or not self.precisions:
             raise ConfigError(f"pe.precisions must be a non-empty list of bit widths from "

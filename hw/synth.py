@@ -295,7 +295,7 @@ def _instances(rtlil_text):
     return {module: {name: kind for name, kind in cells.items() if kind in tree} for module, cells in tree.items()}
 
 
-def _keep_hierarchy(rtlil_text, modules):
+def keep_hierarchy(rtlil_text, modules):
     """The RTLIL text with the attribute ``keep_hierarchy`` on ``modules``: ``flatten`` keeps their instances."""
     def mark(match):
         keep = match.group(1) in modules
@@ -487,7 +487,8 @@ def _path_ends(path_json):
     path = json.loads(path_json.read_text()) if path_json.exists() else None
 
     def name(point):
-        return point["register"] or re.sub(r"^\\", "", point["abc"]).replace(" [", "[")
+        module = f"{point['module']}." if point.get("module") else ""
+        return point["register"] or module + re.sub(r"^\\", "", point["abc"]).replace(" [", "[")
 
     return {"critical_path_start": name(path["start"]) if path else None,
             "critical_path_end": name(path["end"]) if path else None}
@@ -509,15 +510,25 @@ def _library(path):
 def _abc_delay_ps(stats_txt):
     """The longest delay (ps) of the networks ABC's ``stime -d`` wrote to ``stats_txt``, or ``None``.
 
-    Its first record is ``name inputs outputs nodes area delay``; ABC keeps the name between calls within
-    one process, and every later network under the same name (Yosys names each ``netlist``) is appended as
-    ``nodes% area% delay% seconds``, relative to the first."""
+    Each ABC process starts with a record ``name inputs outputs nodes area delay``; ABC keeps the name
+    between calls within one process, and every later network under the same name (Yosys names each
+    ``netlist``) is appended as ``nodes% area% delay% seconds``, relative to the process's first. A design
+    with kept hierarchy runs one process per module, so the file holds several such groups."""
     fields = stats_txt.read_text().split() if stats_txt.exists() else []
-    if len(fields) < 6:
-        return None
-    first = int(fields[5])
-    later = [float(pct) for pct in fields[8::4]]
-    return max([first] + [round(first * pct / 100) for pct in later])
+    delays, i, base = [], 0, None
+    while i < len(fields):
+        if not re.fullmatch(r"[-+0-9.eE%]+", fields[i]):        # a name: a full record
+            if i + 6 > len(fields):
+                break
+            base = int(float(fields[i + 5]))
+            delays.append(base)
+            i += 6
+        elif base is not None and i + 4 <= len(fields):
+            delays.append(round(base * float(fields[i + 2].rstrip("%")) / 100))
+            i += 4
+        else:
+            break
+    return max(delays) if delays else None
 
 
 def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, period_ns=None):
@@ -586,7 +597,7 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
         if breakdown and children:
             hier_dir.mkdir(parents=True, exist_ok=True)
             hier_out = open(hier_dir / "yosys.out", "w")
-            hier = _start(_keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out,
+            hier = _start(keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out,
                           liberty_file, period_ns, ltp=False)
         proc = _start(rtlil_text, top, workdir, subprocess.PIPE, liberty_file, period_ns)
         try:

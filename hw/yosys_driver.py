@@ -8,8 +8,10 @@ The whole log of the script goes to ``LOG``, as ``yosys -l LOG`` would write it,
 point is resolved in the design left by the script: ABC names the signal at the cut of its network, which for
 a flip-flop input is often an internal net; the point is reported as the flip-flop it enters (its output wire,
 the register's own name) or leaves. ``PATH_JSON`` gets ``{"delay_ps", "start", "end"}`` of the network with
-the longest delay (``start``/``end``: ``{"abc": ABC's name, "register": the flip-flop or null}``), or ``null``
-when no network was timed.
+the longest delay (``start``/``end``: ``{"abc": ABC's name, "register": the flip-flop or null, "module": the
+module below the top the path lies in, or null}``), or ``null`` when no network was timed. With kept hierarchy
+(the shared PE and router modules of a PE array) each module is a network of its own: its flip-flops are named
+``<module>.<register>``.
 """
 
 import json
@@ -73,10 +75,20 @@ def main(script, log, path_json):
     else:
         delay, start, end = max(paths, key=lambda path: path[0])
         points = {"start": _split(start), "end": _split(end)}
-        module = design.top_module()
-        registers = _registers(module, set(points.values())) if module is not None else {}
+        # With kept hierarchy the path may lie in any module: the one whose flip-flops name most of its
+        # ends (the top first on a tie); a module below the top prefixes its names with its own.
+        top = design.top_module()
+        modules = ([top] if top is not None else []) + [m for m in design.modules_.values()
+                                                          if top is None or m.name.str() != top.name.str()]
+        best, registers = None, {}
+        for module in modules:
+            found = _registers(module, set(points.values()))
+            if len(found) > len(registers) or best is None:
+                best, registers = module, found
+        prefix = "" if best is None or best is top else best.name.str().lstrip("\\") + "."
         result = {"delay_ps": delay,
-                  **{kind: {"abc": name, "register": registers.get(point)}
+                  **{kind: {"abc": name, "register": prefix + registers[point] if point in registers else None,
+                            "module": None if best is None or best is top else best.name.str().lstrip("\\")}
                      for (kind, point), name in zip(points.items(), (start, end))}}
     with open(path_json, "w") as f:
         json.dump(result, f)

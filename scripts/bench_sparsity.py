@@ -14,11 +14,17 @@ the skip logic's area next to the PE array it feeds.
 * ZVC (:func:`golden.sparsity.zvc_encode`, the format the encoder and decoder benches match bit for bit):
   compression ratio raw / compressed words for ``sparsity.zvc_n``-element vectors, against the ideal that
   stores the non-zeros only.
-* Slice skipping (simulated, the slice-skipping PE's ``throughput`` test): cycles of the weight-gradient
-  dot products ``d_i . a_j`` (over the mini-batch) on the real DFXP-16 error and activation codes, against a
-  dense 16-bit PE (one pair per cycle on its 16 slice multipliers) and against the slice-product bound
-  (needed slice products / slots, :func:`golden.sparsity.slice_products`); random full-range operands as
-  the no-gain reference.
+* Slice skipping (simulated, the slice-skipping PE's ``throughput`` test): cycles of the dot products of
+  each training GEMM kind on the real DFXP-16 codes - WG ``d_i . a_j`` over the mini-batch, EP
+  ``W[:, i] . e_b`` and FF ``W[i, :] . a_b`` over a layer - against a dense 16-bit PE (one pair per cycle on
+  its 16 slice multipliers) and against the slice-product bound (needed slice products / slots,
+  :func:`golden.sparsity.slice_products`); random full-range operands as the no-gain reference. Summary:
+  ``wg_speedup`` (and ``ep_speedup``, ``ff_speedup``: dense cycles over measured, all sets of the kind) and
+  ``area_over_pe`` (the slice-skipping PE over the bit-scalable PE). Beside them, an analysis of what the
+  lockstep PE array could skip (``lockstep_wg_speedup``): a beat goes to every PE row and column at once, so
+  a slice is skippable there only when it is sign extension (or zero) in every operand of the beat; the
+  figure is the WG beat count of the array at the training precision over the count with every beat sent
+  at the narrowest precision pair its operands fit (:func:`lockstep_beats`).
 * Area: the zero-skip unit, the row skipper, the ZVC encoder and decoder, the slice-skipping PE, the
   bit-scalable PE and the PE array synthesized in the same run.
 
@@ -39,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import benchlib  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from golden import sparsity                      # noqa: E402
+from golden.pe_array import lanes                # noqa: E402
 from hw.build import BLOCKS                      # noqa: E402
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -54,6 +61,29 @@ def training_tensors(epochs=3):
     record = {}
     trainer.step(trainer.data[0][:16], trainer.data[1][:16], record=record)
     return record
+
+
+def lockstep_beats(left, right, p, rows, cols):
+    """Beats of ``left @ right`` (``m x k`` by ``k x n`` codes of ``p`` bits) on a ``rows x cols`` array: at
+    precision ``p`` throughout, and with each beat at the narrowest precision pair (most operand pairs per
+    beat, :func:`golden.pe_array.lanes`) that every operand it carries fits. Returns the two counts."""
+    def fits(v, q):
+        return v.size == 0 or (v.min() >= -(1 << (q - 1)) and v.max() < 1 << (q - 1))
+    narrower = sorted(((qa, qb) for qa in (4, 8, 12, 16) if qa <= p for qb in (4, 8, 12, 16) if qb <= p),
+                      key=lambda q: -lanes(*q))
+    m, k = left.shape
+    static = dynamic = 0
+    for m0 in range(0, m, rows):
+        for n0 in range(0, right.shape[1], cols):
+            lb, rb = left[m0:m0 + rows], right[:, n0:n0 + cols]
+            static += -(-k // lanes(p, p))
+            pos = 0
+            while pos < k:
+                n = next(lanes(qa, qb) for qa, qb in narrower
+                         if fits(lb[:, pos:pos + lanes(qa, qb)], qa) and fits(rb[pos:pos + lanes(qa, qb)], qb))
+                pos += n
+                dynamic += 1
+    return static, dynamic
 
 
 def main(argv=None):
@@ -148,6 +178,11 @@ def main(argv=None):
         ops[f"wg_layer{layer}"] = [(d[i].tolist(), a[j].tolist()) for i in range(d.shape[0])
                                    for j in range(0, a.shape[0], 4)]
     lo_b, hi_b = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    w1, e1, a1 = record["w1.codes"] >> shift, record["e1.codes"] >> shift, record["a1.codes"] >> shift
+    ops["ep_layer1"] = [(w1[:, i].tolist(), e1[:, b].tolist()) for i in range(0, w1.shape[1], 8)   # e0 = W1^T e1
+                        for b in range(0, e1.shape[1], 4)]
+    ops["ff_layer1"] = [(w1[i, :].tolist(), a1[:, b].tolist()) for i in range(0, w1.shape[0], 8)   # a2 = W1 a1
+                        for b in range(0, a1.shape[1], 4)]
     ops["random_full_range"] = [(rng.integers(lo_b, hi_b + 1, 16).tolist(), rng.integers(lo_b, hi_b + 1, 16).tolist())
                                 for _ in range(200)]
     ss_cycles = {r["name"]: r["cycles"] for r in benchlib.measure(
@@ -166,6 +201,18 @@ def main(argv=None):
                        "speedup": round(dense_cycles / cycles, 4),
                        "bound_speedup": round(dense_p / max(needed_p, 1), 4),
                        "speedup_over_bound": round((dense_cycles / cycles) / (dense_p / max(needed_p, 1)), 4)})
+    summary = {}
+    for kind in ("wg", "ep", "ff"):
+        runs = [s for s in slices if s["set"].startswith(kind + "_")]
+        summary[f"{kind}_speedup"] = round(sum(s["dense_cycles"] for s in runs) / sum(s["cycles"] for s in runs), 4)
+    static = dynamic = 0
+    for layer in (0, 1):        # WG: G = d a^T, d (out x batch) on the A side, a^T on the B side
+        s_, d_ = lockstep_beats(record[f"e{layer}.codes"], record[f"a{layer}.codes"].T, 16, config.pe.rows,
+                                config.pe.cols)
+        static, dynamic = static + s_, dynamic + d_
+    summary["lockstep_wg_beats"] = static
+    summary["lockstep_wg_beats_narrowest"] = dynamic
+    summary["lockstep_wg_speedup"] = round(static / dynamic, 4)
 
     area = None
     if not args.no_synth:
@@ -186,6 +233,7 @@ def main(argv=None):
                                                         / area["pe"]["nand2_equivalents"], 4),
             "pe_array_nand2": array, "zero_skip_over_pe_array": round(skip / array, 4), "synthesis": area,
         }
+        summary["area_over_pe"] = area["slice_skip_pe_over_bit_scalable_pe"]
     else:
         print("[4/4] synthesis skipped (--no-synth)", flush=True)
 
@@ -196,7 +244,8 @@ def main(argv=None):
                       "target_speedup_over_ideal": TARGET_RATIO, "target_dense_throughput": TARGET_DENSE},
         "row_skip": {"lanes": cfg.mask_lanes, "runs": row_skip},
         "zvc": {"n": n, "width": width, "runs": zvc},
-        "slice_skip": slices,
+        "slice_skip": {"runs": slices, **summary, "area_over_pe": summary.get("area_over_pe"),
+                       "target_wg_speedup": 2.0, "target_area_over_pe": 2.0},
         "area": area,
     }
     path = benchlib.write_json(args.out, report)
@@ -209,6 +258,8 @@ def main(argv=None):
         print(f"ZVC {z['set']:<18} ratio {z['ratio']:.3f} ideal {z['ideal_ratio']:.3f}")
     for sl in slices:
         print(f"slice skip {sl['set']:<18} speedup {sl['speedup']:.3f} (slice-product bound {sl['bound_speedup']:.3f})")
+    print(f"slice skip: WG {summary['wg_speedup']:.3f}x, EP {summary['ep_speedup']:.3f}x, FF {summary['ff_speedup']:.3f}x "
+          f"on the slice-skipping PE; the lockstep array could skip to {summary['lockstep_wg_speedup']:.3f}x on WG")
     if area:
         print(f"zero-skip unit {area['zero_skip_nand2']:.0f} NAND2 eq. = {area['zero_skip_over_pe_array']:.4f} of the "
               f"PE array ({area['pe_array_nand2']:.0f}); slice-skipping PE {area['slice_skip_pe_nand2']:.0f} = "

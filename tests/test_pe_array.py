@@ -1,5 +1,8 @@
 import itertools
+import os
 import random
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -7,11 +10,13 @@ from amaranth.sim import Simulator
 
 from golden import pe_array as golden
 from golden.dfxp import PRECISIONS, code_range
+from hw.build import BLOCKS, Block, elaborate
 from hw.config import apply_overrides, preset
 from hw.pe_array import PRECISION_CODES, Mode, PEArray
-from verif.runner import run_bench
+from verif.runner import _verilator_env, run_bench, simulator_status
 
 from .sim_streams import stream_get, stream_put
+from .test_lint import LINT_WAIVERS
 
 PAIRS = list(itertools.product(PRECISIONS, PRECISIONS))
 
@@ -92,10 +97,16 @@ def rtl_gemms(dut, cases, *, stall=0.3, seed=0):
                     await stream_put(ctx, port, beat[index], rng=rng, stall=stall)
         return testbench
 
+    per = dut.drain_rows
+    steps = -(-dut.rows // per)
+
     async def sink(ctx):
-        for _ in range(len(jobs) * dut.rows):
+        # Each transfer carries `per` tile rows; a partial last one carries zeros beyond the tile.
+        for _ in range(len(jobs) * steps):
             payload = await stream_get(ctx, dut.o, rng=rng, stall=stall)
-            rows_out.append(([int(v) for v in payload.data], payload.last))
+            data = [int(v) for v in payload.data]
+            for j in range(per):
+                rows_out.append((data[j * dut.cols:(j + 1) * dut.cols], payload.last, j))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -111,10 +122,13 @@ def rtl_gemms(dut, cases, *, stall=0.3, seed=0):
         out = np.zeros((-(-full.shape[0] // dut.rows) * dut.rows, -(-full.shape[1] // dut.cols) * dut.cols),
                        dtype=np.int64)
         for job in golden.tile_jobs(mode, a, b, pa, pb, dut.rows, dut.cols):
-            for r in range(dut.rows):
-                data, last = next(it)
-                assert last == (r == dut.rows - 1)
-                out[job.m0 + r, job.n0:job.n0 + dut.cols] = data
+            for r in range(steps * per):
+                data, last, j = next(it)
+                assert (last, j) == (r // per == steps - 1, r % per)
+                if r < dut.rows:
+                    out[job.m0 + r, job.n0:job.n0 + dut.cols] = data
+                else:
+                    assert data == [0] * dut.cols
         results.append(out[:full.shape[0], :full.shape[1]])
     return results
 
@@ -147,6 +161,53 @@ def test_sim_two_drain_buffers(stall):
     cases = _cases(np.random.default_rng(7), 2, 3, pairs=[(8, 8), (16, 16), (4, 8), (12, 4)])
     for got, want in zip(rtl_gemms(dut, cases, stall=stall), ref_gemms(cases)):
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("rows, drain_rows, drain_buffers, stall", [
+    (4, 2, 2, 0.3), (4, 4, 2, 0.0), (3, 2, 2, 0.3), (3, 2, 1, 0.0), (2, 8, 1, 0.3), (5, 4, 2, 0.0)])
+def test_sim_drain_rows(rows, drain_rows, drain_buffers, stall):
+    # Several tile rows per transfer, whole and partial last transfers, short reductions back to back.
+    dut = PEArray(rows=rows, cols=2, max_k=64, drain_buffers=drain_buffers, drain_rows=drain_rows)
+    assert dut.drain_rows == min(drain_rows, rows)
+    cases = _cases(np.random.default_rng(rows * 10 + drain_rows), rows, 2, pairs=[(8, 8), (16, 16), (4, 12)])
+    for got, want in zip(rtl_gemms(dut, cases, stall=stall), ref_gemms(cases)):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("drain_rows, drain_buffers, gaps", [(4, 2, 0), (2, 2, 1), (4, 1, 6), (1, 2, 5)])
+def test_drain_bound(drain_rows, drain_buffers, gaps):
+    # 4 commands of 2 beats (8x8-bit reductions of 8) on a 4-row array: a tile owns a drain buffer for
+    # 3 + s cycles after its last beat (s = transfers per tile) and the drain sends a tile per s cycles, so
+    # with two buffers 2-beat commands go at full rate only when the whole tile leaves in one transfer.
+    dut = PEArray(rows=4, cols=2, max_k=16, drain_buffers=drain_buffers, drain_rows=drain_rows)
+    rng = np.random.default_rng(5)
+    a, b = _random(rng, (16, 8), 8), _random(rng, (2, 8), 8)
+    jobs = list(golden.tile_jobs(golden.Mode.FF, a, b, 8, 8, 4, 2))
+    taken = []
+
+    async def driver(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.cmd.payload, {"mode": Mode.FF, "prec_a": PRECISION_CODES[8], "prec_b": PRECISION_CODES[8],
+                                  "beats_m1": 1})
+        ctx.set(dut.cmd.valid, 1)
+        beats = [beat for job in jobs for beat in job.beats]
+        ctx.set(dut.a.valid, 1)
+        ctx.set(dut.b.valid, 1)
+        cycle = 0
+        while beats:
+            ctx.set(dut.a.payload, beats[0][0])
+            ctx.set(dut.b.payload, beats[0][1])
+            *_, go = await ctx.tick().sample(dut.a.ready)
+            if go:
+                taken.append(cycle)
+                beats.pop(0)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(driver)
+    sim.run()
+    assert len(jobs) == 4 and taken[-1] - taken[0] - (len(taken) - 1) == gaps     # cycles lost between beats
 
 
 def test_sim_no_stalls_single_pe():
@@ -215,8 +276,10 @@ def test_bench(simulator):
 
 
 def test_bench_subset_of_precisions(simulator):
-    # A generator option: an array built for 8- and 16-bit operands only.
-    config = apply_overrides(preset("small"), ["name=small-8-16", "pe.precisions=[8, 16]", "pe.cols=2"])
+    # Generator options: an array built for 8- and 16-bit operands only, with one drain buffer and one row
+    # per transfer (the small preset's array has two, and sends its whole tile at once).
+    config = apply_overrides(preset("small"), ["name=small-8-16", "pe.precisions=[8, 16]", "pe.cols=2",
+                                               "pe.drain_buffers=1", "pe.drain_rows=1"])
     result = run_bench("pe_array", config, simulator)
     assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
 
@@ -226,3 +289,77 @@ def test_bench_default_config(simulator):
     # The full-size default array (8x8): a long Verilator build, so kept out of the default run.
     result = run_bench("pe_array", preset("default"), simulator)
     assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
+
+
+# -- the converted array: shared modules, lint ---------------------------------------------------------
+
+def _modules(text, pattern):
+    return re.findall(pattern, text, flags=re.M)
+
+
+@pytest.mark.parametrize("target", ["verilog", "rtlil"])
+def test_convert_one_module_per_pe_and_router(target):
+    # A 4x4 array holds one PE module, one router module per side and one drain module, instantiated per
+    # PE, per line and per column.
+    text = elaborate(Block("edgetrain_pe_array", lambda c: PEArray(rows=4, cols=4, max_k=64, drain_buffers=2,
+                                                                   drain_rows=2), ""), None, target)
+    pe, router_a, router_b = "edgetrain_pe_acc38", *(f"edgetrain_pe_router_{s}_acc38_p4_8_12_16" for s in "ab")
+    drain = "edgetrain_pe_drain_r4_d2_b2_acc38"
+    if target == "verilog":
+        defined, instances = r"^module (\w+)\(", r"^  (edgetrain_\w+) \w+ \("
+    else:
+        defined, instances = r"^module \\(\S+)$", r"^  cell \\(edgetrain_\S+) "
+    assert sorted(_modules(text, defined)) == sorted(["edgetrain_pe_array", pe, router_a, router_b, drain])
+    used = _modules(text, instances)
+    assert (used.count(pe), used.count(router_a), used.count(router_b), used.count(drain), len(used)) == (
+        16, 4, 4, 4, 28)
+
+
+def test_convert_routers_by_parameters():
+    # The routers depend on the side, the precisions and the accumulator width, not on the array's shape: a
+    # 2x3 array for 8 and 16 bits has a router per side, two A lines and three B lines.
+    block = Block("edgetrain_pe_array", lambda c: PEArray(rows=2, cols=3, max_k=16, precisions=(16, 8)), "")
+    text = elaborate(block, None)
+    routers = [name for name in _modules(text, r"^module (\w+)\(") if "router" in name]
+    assert routers == ["edgetrain_pe_router_a_acc36_p8_16", "edgetrain_pe_router_b_acc36_p8_16"]
+    used = _modules(text, r"^  (edgetrain_pe_router_\w+) \w+ \(")
+    assert (used.count(routers[0]), used.count(routers[1])) == (2, 3)
+
+
+@pytest.fixture(scope="module", params=[
+    "2x3", *(pytest.param(f"{n}x{n}", marks=pytest.mark.slow) for n in (8, 16, 32, 64))])
+def converted(request, tmp_path_factory):
+    """``(folder, file name)`` of the Verilog of an array: 2x3 (array parameters of its own), else the
+    default configuration at that size."""
+    rows, cols = map(int, request.param.split("x"))
+    if (rows, cols) == (2, 3):
+        text = elaborate(Block("edgetrain_pe_array", lambda c: PEArray(rows=2, cols=3, max_k=64), ""), None)
+    else:
+        text = elaborate("pe_array", apply_overrides(preset("default"), [f"pe.rows={rows}", f"pe.cols={cols}"]))
+    folder = tmp_path_factory.mktemp(f"pe_array_{request.param}")
+    (folder / "pe_array.v").write_text(text)
+    return folder, "pe_array.v"
+
+
+def test_verilator_lint(converted):
+    available, reason = simulator_status("verilator")
+    if not available:
+        pytest.skip(reason)
+    folder, name = converted
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-fatal", "--top-module",
+                           BLOCKS["pe_array"].top, name], cwd=folder, env={**os.environ, **_verilator_env()},
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0 and "%Error" not in proc.stderr, proc.stderr[-3000:]
+    kinds = set(re.findall(r"%Warning-([A-Z0-9_]+)", proc.stderr))
+    assert kinds <= LINT_WAIVERS, sorted(kinds - LINT_WAIVERS)
+
+
+def test_icarus_accepts(converted):
+    available, reason = simulator_status("icarus")
+    if not available:
+        pytest.skip(reason)
+    folder, name = converted
+    proc = subprocess.run(["iverilog", "-g2012", "-s", BLOCKS["pe_array"].top, "-o", "pe_array.vvp", name],
+                          cwd=folder, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0 and (folder / "pe_array.vvp").exists(), proc.stderr[-3000:]
+    assert "error" not in proc.stderr.lower(), proc.stderr[-3000:]

@@ -24,13 +24,33 @@ def test_bench_pe_array(tmp_path):
     out = tmp_path / "pe_array.json"
     # The configuration of tests/test_pe_array.py::test_bench_subset_of_precisions: one Verilator build for both.
     run("bench_pe_array.py", "--preset", "small", "--set", "name=small-8-16", "--set", "pe.precisions=[8, 16]",
-        "--set", "pe.cols=2", out=out)
+        "--set", "pe.cols=2", "--set", "pe.drain_buffers=1", "--set", "pe.drain_rows=1", "--net", "12-16-10", out=out)
     report = json.loads(out.read_text())
     cases = report["cases"]
-    # 3 modes x 4 precision pairs x (full, ragged), each checked bit for bit by the bench.
-    assert len(cases) == 24 and all(0 < c["ratio_to_peak"] <= 1 for c in cases)
-    assert report["summary"]["full_tiles_min_ratio_to_peak"] >= report["summary"]["ragged_tiles_min_ratio_to_peak"]
+    # 3 modes x 4 precision pairs x (full, ragged), and the 5 training GEMMs of 12-16-10 at 8 and 16 bits,
+    # each checked bit for bit by the bench.
+    assert len(cases) == 24 + 10 and all(0 < c["ratio_to_peak"] <= 1 for c in cases)
+    s = report["summary"]
+    assert s["full_tiles_min_ratio_to_peak"] >= s["ragged_tiles_min_ratio_to_peak"]
+    # An array without the drain options is its own baseline (test_bench_pe_array_drain_options compares).
+    assert 1 >= s["training_shapes_min_beats_per_cycle"] == s["baseline_training_shapes_min_beats_per_cycle"] > 0
+    steps = report["training"]["step_ratio_to_peak"]
+    assert set(steps) == {"12-16-10 @8", "12-16-10 @16"} and steps == report["training"]["baseline"]["step_ratio_to_peak"]
     assert report["area"]["pe_nand2"] > report["area"]["pe_fixed16_nand2"] > 0
+    assert report["area"]["array_area_um2"] == report["area"]["baseline_array_area_um2"] > 0
+
+
+@pytest.mark.slow
+def test_bench_pe_array_drain_options(tmp_path):
+    # Two drain buffers and two rows per transfer (a partial last one on 3 rows) against one and one.
+    out = tmp_path / "pe_array.json"
+    run("bench_pe_array.py", "--preset", "small", "--set", "pe.precisions=[8, 16]", "--set", "pe.rows=3",
+        "--set", "pe.cols=2", "--set", "pe.drain_rows=2", "--net", "12-16-10", out=out)
+    report = json.loads(out.read_text())
+    s = report["summary"]
+    assert 1 >= s["training_shapes_min_beats_per_cycle"] > s["baseline_training_shapes_min_beats_per_cycle"] > 0
+    assert s["training_step_min_ratio_to_peak"] > s["baseline_training_step_min_ratio_to_peak"]
+    assert report["area"]["array_area_um2"] > report["area"]["baseline_array_area_um2"] > 0
 
 
 def test_bench_tsram(tmp_path):
@@ -59,7 +79,11 @@ def test_bench_sparsity(tmp_path):
         "--set", "pe.cols=1", "--vectors", "2", out=out)
     report = json.loads(out.read_text())
     assert report["zero_skip"]["runs"] and report["row_skip"]["runs"] and report["zvc"]["runs"]
-    assert report["slice_skip"] and report["area"]["zero_skip_nand2"] > 0 and report["area"]["row_skip_nand2"] > 0
+    assert report["area"]["zero_skip_nand2"] > 0 and report["area"]["row_skip_nand2"] > 0
+    ss = report["slice_skip"]
+    assert {r["set"] for r in ss["runs"]} == {"wg_layer0", "wg_layer1", "ep_layer1", "ff_layer1", "random_full_range"}
+    assert all(ss[f"{kind}_speedup"] > 0 for kind in ("wg", "ep", "ff")) and ss["area_over_pe"] > 1
+    assert ss["lockstep_wg_beats"] >= ss["lockstep_wg_beats_narrowest"] > 0
 
 
 def test_bench_pdfa(tmp_path):
@@ -118,6 +142,8 @@ def test_bench_generator(tmp_path):
     run("bench_generator.py", "--preset", "small", "--sizes", "2,8", out=out)
     report = json.loads(out.read_text())
     assert list(report["sizes"]) == ["2x2", "8x8"] and set(report["peak_rss_mb"]) == {"2x2", "8x8"}
-    # One module for the array and one for all its (identical) PEs, at every size.
-    assert all(r["modules"] == 2 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in report["sizes"].values())
+    # One module for the array, one for all its (identical) PEs, one for the routers of each side and one for
+    # its column drains, at every size.
+    assert all(r["modules"] == 5 and r["seconds"] > 0 and r["cpu_seconds"] > 0 and r["peak_rss_mb"] > 0
+               for r in report["sizes"].values())
     assert report["sizes"]["8x8"]["verilog_bytes"] > report["sizes"]["2x2"]["verilog_bytes"]

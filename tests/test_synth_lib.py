@@ -136,6 +136,10 @@ def test_abc_delay_ps(tmp_path):
     # A second network under the same name: relative to the first (nodes, area, delay in %, seconds).
     stats.write_text("\nnetlist 2 1 1 7 149  200.0 100.0 47.7 0.17 300.0 150.0 250.0 0.2")
     assert _abc_delay_ps(stats) == round(149 * 2.5)
+    # Kept hierarchy: one ABC process per module, each with its own first record.
+    stats.write_text("\nnetlist 624 512 3637 18760 3143 \nnetlist 205 71 3963 20255 6367 \n"
+                     "netlist 117 73 767 4077 2966  100.0 100.0 50.0 0.1")
+    assert _abc_delay_ps(stats) == 6367
 
 
 def test_clock_period_ns():

@@ -1,8 +1,9 @@
 """cocotb bench of the bit-scalable PE array against :mod:`golden.pe_array`.
 
 Driver: the ``cmd``, ``a`` and ``b`` stream sources; monitor and scoreboard: the ``o`` sink checks every
-output row, in order, bit for bit against the golden tile. Sources and sink stall at random (probability
-``EDGETRAIN_STALL``, default 0.3), so every handshake sees bubbles and back-pressure. The random seed is
+output transfer (``pe.drain_rows`` tile rows), in order, bit for bit against the golden tile. Sources and
+sink stall at random (probability ``EDGETRAIN_STALL``, default 0.3), so every handshake sees bubbles and
+back-pressure. The random seed is
 cocotb's (logged at start; set it with ``seed=`` in :func:`verif.runner.run_bench`).
 
 Run through pytest (``tests/test_pe_array.py``) or ``verif.runner.run_bench("pe_array", config, sim)``.
@@ -29,7 +30,10 @@ class PEArrayTB(BenchTB):
         super().__init__(dut, stall=stall)
         self.cfg = self.config.pe
         self.cmd_layout = command_layout(self.cfg.max_k)
-        self.out_layout = output_layout(self.cfg.cols, self.cfg.acc_width)
+        # The array sends `per` tile rows per transfer (pe.drain_rows, at most the tile's rows).
+        self.per = min(self.cfg.drain_rows, self.cfg.rows)
+        self.steps = -(-self.cfg.rows // self.per)
+        self.out_layout = output_layout(self.cfg.cols, self.cfg.acc_width, self.per)
         self.cmd = self.source("cmd")
         self.a = self.source("a")
         self.b = self.source("b")
@@ -48,18 +52,22 @@ class PEArrayTB(BenchTB):
         for a_beat, b_beat in job.beats:
             self.a.send(a_beat)
             self.b.send(b_beat)
-        for r in range(self.cfg.rows):
-            self.expected.append((f"{label} tile({job.m0},{job.n0}) row {r}",
-                                  [int(v) for v in job.expected[r]], int(r == self.cfg.rows - 1)))
+        # One expected transfer per `per` rows; rows beyond the tile (a partial last transfer) are zeros.
+        cols = self.cfg.cols
+        for s in range(self.steps):
+            rows = range(s * self.per, (s + 1) * self.per)
+            want = [int(job.expected[r][c]) if r < self.cfg.rows else 0 for r in rows for c in range(cols)]
+            self.expected.append((f"{label} tile({job.m0},{job.n0}) rows {rows.start}..{rows.stop - 1}",
+                                  want, int(s == self.steps - 1)))
 
     def _check(self, payload):
         view = self.out_layout.from_bits(payload)
-        got = [int(view.data[c]) for c in range(self.cfg.cols)]
+        got = [int(view.data[i]) for i in range(self.per * self.cfg.cols)]
         if not self.expected:
-            self.errors.append(f"unexpected output row {got}")
+            self.errors.append(f"unexpected output transfer {got}")
             return
         where, want, last = self.expected.popleft()
-        self.rows_checked += 1
+        self.rows_checked += self.per
         if got != want or int(view.last) != last:
             self.errors.append(f"{where}: got {got} last={int(view.last)}, expected {want} last={last}")
 
@@ -67,7 +75,7 @@ class PEArrayTB(BenchTB):
         """Wait until every expected row has arrived, then fail on any mismatch."""
         await self.wait_until(lambda: not self.expected, timeout_cycles, settle=10)
         assert not self.errors, f"{len(self.errors)} mismatches, first: {self.errors[:3]}"
-        assert not self.expected, (f"timeout: {len(self.expected)} rows never came out "
+        assert not self.expected, (f"timeout: {len(self.expected)} transfers never came out "
                                    f"(next: {self.expected[0][0]})")
         assert int(self.dut.error.value) == 0, "error flag raised by a valid command"
 
@@ -155,7 +163,7 @@ async def throughput(dut):
             await RisingEdge(dut.clk)
         # Cycles from the edge that takes the first beat to the edge that hands over the last output row.
         cycles = tb.cycles_between(tb.a.times[first], tb.o.times[-1])
-        assert len(tb.o.times) - rows_before == len(jobs) * cfg.rows
+        assert len(tb.o.times) - rows_before == len(jobs) * tb.steps
         results.append({**case, "beats": sum(len(j.beats) for j in jobs), "tiles": len(jobs),
                         "cycles": cycles})
     await tb.finish()
