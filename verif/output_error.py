@@ -12,10 +12,15 @@ Stimulus: random mini-batches whose logit columns mix uniform codes, the extreme
 equal logits, one logit far above the rest, ties for the maximum and logits a few codes apart; random
 labels; ``frac_z`` over its whole 7-bit range (and its ends), ``frac_e`` over its range, every error
 precision, random overflow shifts, partial last groups (the padding lanes carry random logits, which must
-not matter). ``training_logits`` takes the logits, labels, fractional lengths and generator states of real
-training steps of :class:`golden.core.CoreTrainer` and checks the unit's counters, next ``frac_e`` and
-generator states against the trainer's own after each step. ``throughput`` (only with ``EDGETRAIN_PERF_OUT``
-set) measures the group throughput without stalls for the benchmark.
+not matter). Directed: every entry of the exponent table in every lane at the smallest shift, stochastic
+rounding at its boundary (each lane's generator seeded so that its first draw equals the fraction bits it is
+compared with, or one less), the overflow rule keeping a ``frac_e`` with its bit 4 set and raising one at the
+top of its range, and ``o`` held an even and an odd number of cycles while a group's last row waits in the
+softmax's output stage and the next group's reciprocal waits for it.
+``training_logits`` takes the logits, labels, fractional lengths and generator states of real training
+steps of :class:`golden.core.CoreTrainer` and checks the unit's counters, next ``frac_e`` and generator
+states against the trainer's own after each step. ``throughput`` (only with ``EDGETRAIN_PERF_OUT`` set)
+measures the group throughput without stalls for the benchmark.
 """
 
 import dataclasses
@@ -26,19 +31,21 @@ import cocotb
 import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge
 
-from golden.core import FRAC_RANGE, LOGIT_BITS, draw_in_order, next_frac, output_error
+from golden.core import (ERROR_FRAC_IN, EXP2_TABLE, FRAC_RANGE, LOGIT_BITS, draw_in_order, next_frac,
+                         output_error, softmax_parts)
 from golden.dfxp import PRECISIONS, Lfsr
 from hw.build import BLOCKS
 from hw.lfsr import seed_layout
-from hw.output_error import command_layout, input_layout
+from hw.output_error import RECIP_CYCLES, command_layout, input_layout
 from hw.pe_array import PRECISION_CODES
-from hw.requant import output_layout
+from hw.requant import ConversionUnit, output_layout
 from verif.bench import BenchTB
 
 
-__all__ = ["Job", "expected", "random_logits", "random_job", "OutputErrorTB"]
+__all__ = ["Job", "expected", "random_logits", "random_job", "table_differences", "first_fractions", "seed_for_draw",
+           "OutputErrorTB"]
 
 _Z_LO, _Z_HI = -(1 << (LOGIT_BITS - 1)), (1 << (LOGIT_BITS - 1)) - 1
 
@@ -157,6 +164,43 @@ def random_job(rng, classes, lanes, *, batch=None, bits=None, frac_z=None):
                int(rng.integers(0, 8)) if rng.random() < 0.8 else int(rng.integers(0, 32)), pad)
 
 
+def table_differences(frac_z):
+    """For each entry ``k`` of the exponent table, a logit difference ``d < 0`` whose exponent at ``frac_z``
+    (:func:`golden.core.softmax_parts`) is ``EXP2_TABLE[k] >> 1``: the smallest shift, which keeps bits 1 to
+    15 of the entry."""
+    d = np.arange(-1, _Z_LO, -1)
+    e, *_ = softmax_parts(np.stack([np.zeros_like(d), d]), frac_z)
+    entry = {v >> 1: k for k, v in enumerate(EXP2_TABLE)}
+    found = {}
+    for dd, ee in zip(d, e[1]):
+        if int(ee) in entry:
+            found.setdefault(entry[int(ee)], int(dd))
+    assert len(found) == len(EXP2_TABLE), f"frac_z {frac_z} reaches {len(found)} entries at shift 1"
+    return [found[k] for k in range(len(EXP2_TABLE))]
+
+
+def first_fractions(job, lanes):
+    """The 16 fraction bits that stochastic rounding compares with its draw (:func:`golden.core.shift_round`)
+    for the first element each lane draws for, class 0 of sample ``c`` (``0 < ERROR_FRAC_IN - frac_e <= 16``)."""
+    shift = ERROR_FRAC_IN - job.frac_e
+    if not 0 < shift <= 16:
+        raise ValueError(f"frac_e must be in {ERROR_FRAC_IN - 16}..{ERROR_FRAC_IN - 1}, not {job.frac_e}")
+    _, _, _, p = softmax_parts(job.z, job.frac_z)
+    g = [int(p[0, c]) - (1 << 16) * int(job.labels[c] == 0) for c in range(min(lanes, job.batch))]
+    return [(x & ((1 << shift) - 1)) << (16 - shift) for x in g]
+
+
+def seed_for_draw(draw, high):
+    """A generator state whose first draw is ``draw``: the state ``high << 16 | draw`` (``high`` 1 to
+    0xFFFF) stepped back over the draw's :attr:`golden.dfxp.Lfsr.STEPS_PER_DRAW` steps."""
+    state = (high << 16) | draw
+    for _ in range(Lfsr.STEPS_PER_DRAW):
+        msb = state >> 31                   # the bit the step shifted out, as the taps put it at the top
+        state = (((state ^ Lfsr.TAPS) if msb else state) << 1 | msb) & 0xFFFF_FFFF
+    assert Lfsr(state).draw(1)[0] == draw, f"seed {state:#x} does not draw {draw}"
+    return state
+
+
 class OutputErrorTB(BenchTB):
     """Sources, sinks, the per-lane golden generators and the scoreboard."""
 
@@ -192,20 +236,38 @@ class OutputErrorTB(BenchTB):
         self.records.append((desc, stats))
         return stats
 
+    async def wait_for(self, condition, idle_cycles=None):
+        """Wait, a clock edge at a time, until ``condition()`` holds; fail once no stream has moved for
+        ``idle_cycles`` cycles (default ``400 / (1 - stall)``), so that a unit that hangs fails fast."""
+        idle_cycles = idle_cycles or round(400 / max(0.02, 1 - self.stall))
+        streams = (self.cmd, self.i, self.seed, self.o, self.stats)
+        moved, idle = -1, 0
+        while not condition():
+            count = sum(len(s.times) for s in streams)
+            moved, idle = count, (idle + 1 if count == moved else 0)
+            assert idle < idle_cycles, (f"no transfer for {idle_cycles} cycles: {len(self.o.items)} of "
+                                        f"{len(self.beats)} beats and {len(self.stats.items)} of "
+                                        f"{len(self.records)} records out, {len(self.cmd.queue)} commands and "
+                                        f"{len(self.seed.queue)} seeds waiting")
+            await RisingEdge(self.dut.clk)
+
     async def load_seeds(self, seeds):
         """Load ``{lane: seed}`` once the jobs queued so far have all been taken, as the model does."""
-        await self.cmd.wait_idle()
+        await self.wait_for(lambda: not self.cmd.queue)
         for lane, seed in seeds.items():
             self.seed.send(self.seed_layout.const({"lane": lane, "state": seed}).as_bits())
             self.lfsrs[lane] = Lfsr(seed)
-        await self.seed.wait_idle()
+        await self.wait_for(lambda: not self.seed.queue)
 
     def states(self):
         return [int(v) for v in self.state_layout.from_bits(self.dut.state.value.to_unsigned())]
 
-    async def finish(self, timeout_cycles=200_000):
-        await self.wait_until(lambda: len(self.o.items) >= len(self.beats) and
-                              len(self.stats.items) >= len(self.records), timeout_cycles)
+    async def finish(self):
+        """Wait for every expected beat and record (:meth:`wait_for`) and a few cycles more (a surplus would
+        show), then compare them all."""
+        await self.wait_for(lambda: len(self.o.items) >= len(self.beats) and
+                            len(self.stats.items) >= len(self.records))
+        await ClockCycles(self.dut.clk, 5)
         assert len(self.o.items) == len(self.beats), f"{len(self.o.items)} beats out, {len(self.beats)} expected"
         bad = []
         for item, (label, codes, last) in zip(self.o.items, self.beats):
@@ -244,8 +306,10 @@ async def random_jobs(dut):
 @cocotb.test()
 async def directed_corners(dut):
     """Every ``frac_z`` of the 7-bit range on logits with the largest gaps, gaps of multiples of 64, ties and
-    equal values; every
-    precision at the ends of the ``frac_e`` range; one-sample jobs; a job of full groups only."""
+    equal values; every precision at the ends of the ``frac_e`` range; one-sample jobs; a job of full groups
+    only; every entry of the exponent table in every lane; draws at the rounding boundary; the overflow rule
+    keeping ``frac_e`` 16 and holding 63 at the top;
+    ``o`` held while the next group's reciprocal waits for the output stage."""
     tb = OutputErrorTB(dut)
     await tb.reset()
     await tb.load_seeds(_seeds(tb))
@@ -267,7 +331,61 @@ async def directed_corners(dut):
     for n in range(4):
         tb.job(random_job(tb.np_rng, classes, lanes, batch=1), f"one sample {n}")
     tb.job(random_job(tb.np_rng, classes, lanes, batch=2 * lanes), "full groups")
+    # Every entry of the exponent table in every lane at shift 1 (bits 1 to 15 reach E): at frac_z 7 the
+    # differences of table_differences, nine per sample below its maximum, in random order.
+    groups = -(-len(EXP2_TABLE) // (classes - 1))
+    z = np.zeros((classes, groups * lanes), dtype=np.int64)
+    every = table_differences(7)
+    for c in range(lanes):
+        diffs = tb.np_rng.permutation(every + list(tb.np_rng.choice(every, groups * (classes - 1) - len(every))))
+        for g in range(groups):
+            top = int(tb.np_rng.integers(0, classes))
+            z[np.arange(classes) != top, g * lanes + c] = diffs[g * (classes - 1):(g + 1) * (classes - 1)]
+    tb.job(Job(z, tb.np_rng.integers(0, classes, groups * lanes), 7, 15, 16), "every table entry")
+    # Stochastic rounding at its boundary: each lane's first draw equals the fraction bits it is compared
+    # with (r < f fails: rounds down) or one less (rounds up). At frac_e = 1 the fraction's low bit is 0.
+    for frac_e, below in ((1, 0), (0, 1), (9, 0)):
+        job = Job(random_logits(tb.np_rng, classes, lanes), tb.np_rng.integers(0, classes, lanes),
+                  _frac_z(tb.np_rng), frac_e, int(tb.np_rng.choice(PRECISIONS)))
+        draws = [max(f - below, 0) for f in first_fractions(job, lanes)]
+        await tb.load_seeds({c: seed_for_draw(d, tb.rng.randrange(1, 1 << 16)) for c, d in enumerate(draws)})
+        first = draw_in_order([Lfsr(g.state) for g in tb.lfsrs], np.ones(job.z.shape, dtype=bool), (None, lanes))
+        assert list(first[0, :, 0]) == draws, f"first draws {list(first[0, :, 0])}, meant {draws}"
+        tb.job(job, f"draws at the fractions - {below}")
+    # The overflow rule: frac_e 16 (bit 4 set) kept - no element overflows at 16, some at 17 (the label
+    # 1 code above one other class, the rest far below); frac_e 63 raised but held at the top (all g = 0).
+    cols = np.arange(lanes)
+    labels = tb.np_rng.integers(0, classes, lanes)
+    z = np.full((classes, lanes), _Z_LO, dtype=np.int64)
+    z[labels, cols], z[(labels + 1) % classes, cols] = 0, -1
+    stats = tb.job(Job(z, labels, 0, 16, 16, 3), "frac_e 16 kept")
+    assert stats["ovf0"] <= stats["elements"] >> 3 < stats["ovf1"] and stats["next_frac"] == 16, stats
+    z[:], z[labels, cols] = _Z_LO, _Z_HI
+    stats = tb.job(Job(z, labels, 0, FRAC_RANGE[1], 16, 31), "frac_e at the top raised")
+    assert stats["ovf1"] == 0 and stats["next_frac"] == FRAC_RANGE[1], stats
     await tb.finish()
+    # No stalls, but o held for `hold` cycles from the edge after which a group's last row has just been read
+    # by the softmax's output stage (`behind` rows wait behind o: the conversion's output register and two
+    # stages, the softmax's output register and that row): the next group's reciprocal completes meanwhile
+    # (its last E comes a few cycles later, then RECIP_CYCLES) and waits for that row to leave, an even and
+    # an odd number of cycles.
+    behind = ConversionUnit.LATENCY + 3
+    tb.cmd.stall = tb.i.stall = tb.o.stall = tb.stats.stall = 0.0
+    for hold in (2 * RECIP_CYCLES + 2, 2 * RECIP_CYCLES + 3):
+        job = random_job(tb.np_rng, classes, lanes, batch=2 * lanes, bits=16)
+        tb.job(dataclasses.replace(job, frac_e=12), f"o held {hold} cycles")
+        target = len(tb.beats) - 2 * classes + classes - behind
+
+        async def release(cycles):
+            await ClockCycles(dut.clk, cycles)
+            tb.o.stall = 0.0
+
+        def hold_after(_, cycles=hold, target=target):
+            if len(tb.o.items) == target:        # the sink decides its next ready after this edge
+                tb.o.stall = 1.0
+                cocotb.start_soon(release(cycles))
+        tb.o.callback = hold_after
+        await tb.finish()
 
 
 @cocotb.test()
