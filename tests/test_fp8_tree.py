@@ -132,7 +132,7 @@ def test_sim_int8_baseline():
 # -- cocotb bench on the generated Verilog --------------------------------------------------------------
 
 #: The bench's tests; Icarus (about 15x slower here) leaves the exhaustive sweep to the slow runs.
-ICARUS_DEFAULT = ["random_blocks", "special_values"]
+ICARUS_DEFAULT = ["random_blocks", "special_values", "every_lane", "rounding_carries"]
 
 
 def test_bench(simulator):
@@ -157,5 +157,5 @@ def test_bench_wider_trees(simulator, k):
     # 16 and the default K (32): random and directed suites (the exhaustive sweep runs at K = 8, in the default
     # run; these wider trees' Verilator builds are the longest of the suite).
     config = apply_overrides(preset("small"), [f"name=small-k{k}", f"fp8.k={k}"])
-    result = run_bench("fp8_tree", config, simulator, testcase=["random_blocks", "special_values"])
-    assert result.tests == 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+    result = run_bench("fp8_tree", config, simulator, testcase=ICARUS_DEFAULT)
+    assert result.tests == len(ICARUS_DEFAULT) and result.passed, f"seed {result.seed}, log {result.run_dir}"

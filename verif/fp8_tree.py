@@ -6,7 +6,9 @@ binary32 result, bit for bit, with :func:`golden.fp8.dot`. Source and sink stall
 
 Tests: ``random_blocks`` (normal, heavy-tailed and gradient-like data quantized by the MX rule, both scale
 rules, 1-4 blocks per dot product), ``special_values`` (NaN and infinity codes, NaN scales, ``inf * 0``,
-``inf - inf``, signed zeros, overflow, underflow, cancellation across blocks) and ``exhaustive_lane``
+``inf - inf``, signed zeros, overflow, underflow, cancellation across blocks), ``every_lane`` (the specials
+and a cancellation of the largest products in each lane), ``rounding_carries`` (roundings that carry into
+the next binade, in the block rounding and in the accumulation; sums of subnormals) and ``exhaustive_lane``
 (all 256 x 256 code pairs in one lane for E4M3 x E4M3 and E5M2 x E5M2; the mixed pairs too with
 ``EDGETRAIN_EXHAUSTIVE=all``).
 """
@@ -168,6 +170,74 @@ async def special_values(dut):
             for c in codes:
                 tb.send_dot(block(c)[None], fmt, [scales[0]], block(other)[None], fmt, [scales[1]],
                             f"{fmt} {c:#04x} x {other:#04x} at {scales}")
+    await tb.finish()
+
+
+@cocotb.test()
+async def every_lane(dut):
+    """Specials and cancellation in each lane in turn (the other lanes +0): +-inf times 1, the smallest
+    subnormal and 0, from either operand; NaN against infinity; and large products (every code from 2 up)
+    cancelling against the next lane's, which leaves an exact +0 (a stray low bit would show)."""
+    tb = FP8TreeTB(dut)
+    await tb.reset()
+    k = tb.k
+    one = {"e4m3": int(fp8.encode(1.0, fp8.E4M3)), "e5m2": int(fp8.encode(1.0, fp8.E5M2))}
+    big = {"e4m3": int(fp8.encode(448.0, fp8.E4M3)), "e5m2": int(fp8.encode(57344.0, fp8.E5M2))}
+    nan = {"e4m3": 0x7F, "e5m2": 0x7D}
+
+    def send(j, a, fa, b, fb, label, scales=(127, 127)):
+        blocks = np.zeros((2, k), dtype=np.uint8)
+        for lane, (x, y) in zip((j, (j + 1) % k), zip(a, b)):
+            blocks[0, lane], blocks[1, lane] = x, y
+        tb.send_dot(blocks[:1], fa, np.array(scales[:1]), blocks[1:], fb, np.array(scales[1:]), f"lane {j}: {label}")
+
+    for j in range(k):
+        for inf in (0x7C, 0xFC):
+            for fb in FORMATS:
+                for other in (one[fb], 0x01, 0x81, 0x00, nan[fb]):
+                    send(j, [inf], "e5m2", [other], fb, f"{inf:#04x} x {fb} {other:#04x}")
+                    send(j, [other], fb, [inf], "e5m2", f"{fb} {other:#04x} x {inf:#04x}")
+        for fmt in FORMATS:
+            send(j, [nan[fmt]], fmt, [one[fmt]], fmt, f"{fmt} NaN")
+            for c in range(0x40, big[fmt] + 1):     # products in every position of the word's upper half
+                send(j, [c, c | 0x80], fmt, [c, c], fmt, f"{fmt} {c:#04x} products cancel", scales=(100, 100))
+    await tb.finish()
+
+
+@cocotb.test()
+async def rounding_carries(dut):
+    """Roundings that carry into the next binade: a block sum of 25 one bits (2**-7 - 2**-32), normal and
+    subnormal (to 2**-126); an accumulation 1 - 2**-24 + 2**-25 that ties to 1.0; sums of subnormal block
+    results; the widest exact block sums."""
+    tb = FP8TreeTB(dut)
+    await tb.reset()
+    k = tb.k
+
+    def blocks(*lanes):
+        out = np.zeros((len(lanes), k), dtype=np.uint8)
+        for i, codes in enumerate(lanes):
+            out[i, :len(codes)] = codes
+        return out
+
+    one4, one5, max5 = int(fp8.encode(1.0, fp8.E4M3)), int(fp8.encode(1.0, fp8.E5M2)), 0x7B
+    cases = [
+        # (a blocks, b blocks, format, a scales, b scales, label); 0x30 x 0x2C = 2**-7, 0x81 x 0x01 = -2**-32
+        (blocks([0x30, 0x81]), blocks([0x2C, 0x01]), "e5m2", [127], [127], "2**-7 - 2**-32 rounds to 2**-7"),
+        (blocks([0x30, 0x81]), blocks([0x2C, 0x01]), "e5m2", [8], [127], "2**-126 (1 - 2**-25) rounds to 2**-126"),
+        (blocks([0x81, 0x30]), blocks([0x01, 0x2C]), "e5m2", [127], [127], "the same, lanes swapped"),
+        (blocks([one5, 0x81], [0x01]), blocks([one5, 0x1C], [0x18]), "e5m2", [127, 127], [127, 127],
+         "1 - 2**-24 + 2**-25 ties to 1.0"),
+        (blocks([0x01], [one5, 0x81]), blocks([0x18], [one5, 0x1C]), "e5m2", [127, 127], [127, 127],
+         "2**-25 + (1 - 2**-24) ties to 1.0"),
+        (blocks([one4], [one4]), blocks([one4], [one4]), "e4m3", [127, 127], [0, 0], "2**-127 + 2**-127"),
+        (blocks([one4], [0x01]), blocks([one4], [one4]), "e4m3", [127, 127], [0, 3], "subnormal + subnormal"),
+        (blocks([0x81], [one4], [0x09]), blocks([one4], [one4], [0x01]), "e4m3", [127, 127, 120], [0, 2, 5],
+         "subnormals of both signs"),
+        (blocks([max5, max5]), blocks([max5, max5]), "e5m2", [127], [127], "two largest E5M2 products"),
+        (blocks([max5 | 0x80, max5 | 0x80]), blocks([max5, max5]), "e5m2", [127], [127], "the same, negative"),
+    ]
+    for a, b, fmt, sa, sb, label in cases:
+        tb.send_dot(a, fmt, np.array(sa), b, fmt, np.array(sb), label)
     await tb.finish()
 
 

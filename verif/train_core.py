@@ -5,7 +5,8 @@ source with random pauses on every channel, the generated register driver, ``irq
 touches an internal signal.
 
 * ``train_<algorithm>_dfxp<bits>``: BP, DFA and PDFA at DFXP-8 and DFXP-16 on small digits networks
-  (:data:`CASES`: two and three weight layers, ragged widths and batches, BP serial and overlapped). Each
+  (:data:`CASES`: two and three weight layers, ragged widths and batches, BP serial and overlapped; one BP
+  case with stochastic thresholding of errors and gradients and 12-bit gradients). Each
   loads the golden model's initial state (masters, fractional lengths, LFSR states, the layer table and
   numerics), runs short runs of 1 to 3 mini-batches back to back (PDFA: 2 and 3, so that the forward pass
   reads the weights one update old) and after every run reads the state back - every master, every
@@ -56,6 +57,8 @@ class Case:
     runs: tuple
     seed: int
     serial: bool = False
+    threshold: int = 0
+    grad_bits: int = 16
 
 
 CASES = {
@@ -65,14 +68,16 @@ CASES = {
     "dfa_dfxp16": Case("dfa", 16, (64, 12, 6, 10), batch=8, runs=(2,), seed=4),
     "pdfa_dfxp8": Case("pdfa", 8, (64, 8, 8, 10), batch=8, runs=(2, 3), seed=5),
     "pdfa_dfxp16": Case("pdfa", 16, (64, 8, 10), batch=7, runs=(3,), seed=6),
+    # Stochastic thresholding of errors and gradients (two draws per element), 12-bit gradients.
+    "bp_dfxp8_threshold": Case("bp", 8, (64, 8, 8, 10), batch=6, runs=(2,), seed=7, threshold=2, grad_bits=12),
 }
 
 
-def make_trainer(tb, algorithm, precision, sizes, batch, seed):
+def make_trainer(tb, algorithm, precision, sizes, batch, seed, **kwargs):
     """A golden trainer for the bench's core: its array and accumulators, a learning rate that moves weights."""
     t = tb.config.core.tile
     return CoreTrainer(CoreConfig(sizes=sizes, algorithm=algorithm, precision=precision, batch=batch, seed=seed,
-                                  array=(t, t), max_k=tb.config.pe.max_k, lr_shift=6))
+                                  array=(t, t), max_k=tb.config.pe.max_k, lr_shift=6, **kwargs))
 
 
 async def check_run(tb, trainer, steps, what):
@@ -95,7 +100,8 @@ async def train(dut, name):
     case = CASES[name]
     tb = CoreTB(dut)
     await tb.reset()
-    trainer = make_trainer(tb, case.algorithm, case.precision, case.sizes, case.batch, case.seed)
+    trainer = make_trainer(tb, case.algorithm, case.precision, case.sizes, case.batch, case.seed,
+                           threshold=case.threshold, grad_bits=case.grad_bits)
     await tb.regs.write_fields("irq_enable", done=1, error=1)
     await tb.host.load(trainer, case.runs[0], serial=case.serial)
     for i, steps in enumerate(case.runs):
@@ -131,6 +137,11 @@ async def train_pdfa_dfxp8(dut):
 @cocotb.test()
 async def train_pdfa_dfxp16(dut):
     await train(dut, "pdfa_dfxp16")
+
+
+@cocotb.test()
+async def train_bp_dfxp8_threshold(dut):
+    await train(dut, "bp_dfxp8_threshold")
 
 
 # -- refusals ----------------------------------------------------------------------------------------------
