@@ -272,13 +272,13 @@ class _DrainColumn(wiring.Component):
 
     Members
     -------
-    new : In(unsigned(rows * acc_width))
+    tile : In(unsigned(rows * acc_width))
         The PEs' sums of the column, row ``r`` at bits ``r * acc_width``.
-    new_corr : In(unsigned(acc_width))
+    tile_corr : In(unsigned(acc_width))
         The column correction of the finishing tile.
     row_corr : In(unsigned(per * acc_width))
         The row corrections of the ``per`` rows on the output.
-    ld_new, ld_hold, cap_hold, shift, final : In(1)
+    ld_new, ld_hold, cap_hold, shift, last : In(1)
         Load the finishing tile; load the held tile; hold the finishing tile; shift by ``per`` rows; the
         transfer on the output is the tile's last.
     data : Out(unsigned(per * acc_width))
@@ -288,35 +288,35 @@ class _DrainColumn(wiring.Component):
     def __init__(self, *, rows, per, buffers, acc_width):
         self._rows, self._per, self._buffers, self._width = rows, per, buffers, acc_width
         super().__init__({
-            "new": In(unsigned(rows * acc_width)),
-            "new_corr": In(unsigned(acc_width)),
+            "tile": In(unsigned(rows * acc_width)),
+            "tile_corr": In(unsigned(acc_width)),
             "row_corr": In(unsigned(per * acc_width)),
-            "ld_new": In(1), "ld_hold": In(1), "cap_hold": In(1), "shift": In(1), "final": In(1),
+            "ld_new": In(1), "ld_hold": In(1), "cap_hold": In(1), "shift": In(1), "last": In(1),
             "data": Out(unsigned(per * acc_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
         rows, per, w = self._rows, self._per, self._width
-        new = [self.new[r * w:(r + 1) * w] for r in range(rows)]
+        tile = [self.tile[r * w:(r + 1) * w] for r in range(rows)]
         obuf = [Signal(w, name=f"obuf{r}") for r in range(rows)]
         corr = Signal(w)
         hold = [Signal(w, name=f"hold{r}") for r in range(rows)] if self._buffers == 2 else None
         hold_corr = Signal(w) if self._buffers == 2 else None
         with m.If(self.ld_new):
-            m.d.sync += [obuf[r].eq(new[r]) for r in range(rows)] + [corr.eq(self.new_corr)]
+            m.d.sync += [obuf[r].eq(tile[r]) for r in range(rows)] + [corr.eq(self.tile_corr)]
         if hold is not None:
             with m.Elif(self.ld_hold):
                 m.d.sync += [obuf[r].eq(hold[r]) for r in range(rows)] + [corr.eq(hold_corr)]
             with m.If(self.cap_hold):
-                m.d.sync += [hold[r].eq(new[r]) for r in range(rows)] + [hold_corr.eq(self.new_corr)]
+                m.d.sync += [hold[r].eq(tile[r]) for r in range(rows)] + [hold_corr.eq(self.tile_corr)]
         with m.If(~self.ld_new & (~self.ld_hold if hold is not None else 1) & self.shift):
             # Rows past the end keep what they hold: they are sent only as zeros of a partial transfer.
             m.d.sync += [obuf[r].eq(obuf[r + per]) for r in range(rows - per)]
         for j in range(per):
             value = obuf[j] - self.row_corr[j * w:(j + 1) * w] - corr
             beyond = 0 < rows % per <= j        # a partial last transfer sends zeros beyond the tile
-            m.d.comb += self.data[j * w:(j + 1) * w].eq(Mux(self.final, 0, value) if beyond else value)
+            m.d.comb += self.data[j * w:(j + 1) * w].eq(Mux(self.last, 0, value) if beyond else value)
         return m
 
 
@@ -601,9 +601,10 @@ class PEArray(wiring.Component):
         top_corr = Cat(*obuf_row_corr[:per])
         out = Signal(per * cols * width)
         for c in range(cols):
-            inputs = {"new": Cat(*(accs[r][c] for r in range(rows))), "new_corr": new_col_corr[c][:width],
+            # (Port names avoid SystemVerilog keywords: `new`, `final`.)
+            inputs = {"tile": Cat(*(accs[r][c] for r in range(rows))), "tile_corr": new_col_corr[c][:width],
                       "row_corr": top_corr, "ld_new": ld_new, "ld_hold": ld_hold, "cap_hold": cap_hold,
-                      "shift": take, "final": final}
+                      "shift": take, "last": final}
             data_c = out[c * per * width:(c + 1) * per * width]
             if shared is None:
                 column = _DrainColumn(**drain_params)
