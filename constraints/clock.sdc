@@ -1,5 +1,5 @@
 # Clock constraint for the generated RTL (SDC), written beside the Verilog by `python -m hw.build`.
-# Target: {clock_mhz} MHz (HNPU's 250 MHz by default; set with --set clock_mhz=...).
+# Target: {clock_mhz} MHz (200 MHz by default, the clock the default design meets on sky130_fd_sc_hd typical; set with --set clock_mhz=...).
 create_clock -name clk -period {period_ns} [get_ports clk]
 set_input_delay  -clock clk {io_delay_ns} [remove_from_collection [all_inputs] [get_ports {{clk rst}}]]
 set_output_delay -clock clk {io_delay_ns} [all_outputs]

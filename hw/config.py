@@ -22,7 +22,7 @@ from golden.pdfa_schedule import PRECISIONS
 
 __all__ = [
     "ConfigError", "PEArrayConfig", "FP8TreeConfig", "TSRAMConfig", "DFAConfig", "PDFAConfig", "SparsityConfig",
-    "TrainCoreConfig", "Config",
+    "TrainCoreConfig", "PipelineConfig", "Config",
     "PRESETS",
     "preset", "read_toml", "load_toml", "apply_overrides", "parameter_keys",
 ]
@@ -308,6 +308,43 @@ class TrainCoreConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """Register stages each pipelined block adds to its shallowest form (:mod:`hw.pipeline`).
+
+    Each attribute is a depth, 0 up to the block's maximum, or ``"auto"``: the shallowest depth whose
+    estimated critical path fits the target clock (:attr:`Config.clock_mhz`). Read a block's depth with
+    :meth:`Config.stages`, never the attribute: the golden models and benches follow that depth.
+
+    Attributes
+    ----------
+    pe : int or str
+        The bit-scalable PE (and so the PE arrays and the core's GEMMs).
+    fp8_tree : int or str
+        The shared-exponent FP8 MAC tree.
+    zero_skip, slice_skip : int or str
+        The zero-skip unit and the slice-skipping PE.
+    output_error, weight_update : int or str
+        The core's output-error and weight-update units.
+    """
+    pe: int | str = "auto"
+    fp8_tree: int | str = "auto"
+    zero_skip: int | str = "auto"
+    slice_skip: int | str = "auto"
+    output_error: int | str = "auto"
+    weight_update: int | str = "auto"
+
+    def __post_init__(self):
+        from .pipeline import max_stages
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            deepest = max_stages(f.name)
+            if value != "auto" and (not isinstance(value, int) or isinstance(value, bool)
+                                    or not 0 <= value <= deepest):
+                raise ConfigError(f"pipeline.{f.name} must be \"auto\" or an integer from 0 to {deepest}, "
+                                  f"not {value!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole generator configuration.
 
@@ -316,7 +353,9 @@ class Config:
     name : str
         Configuration name; the build writes under ``build/<name>/``.
     clock_mhz : float
-        Target clock for the SDC constraint written beside the Verilog (250 MHz, as HNPU).
+        Target clock: the SDC constraint written beside the Verilog, and the clock the pipeline stages are
+        placed for (:class:`PipelineConfig`). 200 MHz by default, which the default design meets on
+        sky130_fd_sc_hd typical.
     pe : PEArrayConfig
         Bit-scalable PE array.
     fp8 : FP8TreeConfig
@@ -331,9 +370,11 @@ class Config:
         Zero-skip unit and ZVC encoder/decoder.
     core : TrainCoreConfig
         The TrainCore (uses ``pe.max_k``, ``dfa.classes``, ``pdfa.*`` too).
+    pipeline : PipelineConfig
+        Pipeline depth of each pipelined block.
     """
     name: str = "default"
-    clock_mhz: float = 250.0
+    clock_mhz: float = 200.0
     pe: PEArrayConfig = field(default_factory=PEArrayConfig)
     fp8: FP8TreeConfig = field(default_factory=FP8TreeConfig)
     tsram: TSRAMConfig = field(default_factory=TSRAMConfig)
@@ -341,6 +382,14 @@ class Config:
     pdfa: PDFAConfig = field(default_factory=PDFAConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     core: TrainCoreConfig = field(default_factory=TrainCoreConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def stages(self, block):
+        """The pipeline depth of ``block`` (a key of :class:`PipelineConfig`) in this configuration: its
+        ``pipeline`` value, with ``"auto"`` placed for :attr:`clock_mhz`."""
+        from .pipeline import auto_stages
+        value = getattr(self.pipeline, block)
+        return auto_stages(block, self.clock_mhz) if value == "auto" else value
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(

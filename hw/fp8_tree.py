@@ -7,7 +7,11 @@ from amaranth.lib.wiring import In, Out
 from .fp32 import F32_NAN, FP32Adder, round_fixed_to_f32
 
 
-__all__ = ["ElemFormat", "input_layout", "FP8MacTree", "BF16MacTree", "Int8DotTree", "check_k"]
+__all__ = ["STAGE_DELAYS_NS", "ElemFormat", "input_layout", "FP8MacTree", "BF16MacTree", "Int8DotTree", "check_k"]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (11.45,)
 
 
 class ElemFormat(enum.Enum, shape=1):

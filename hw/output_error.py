@@ -12,11 +12,15 @@ from .lfsr import STATE_BITS, seed_layout
 from .requant import ConversionUnit
 
 
-__all__ = [
+__all__ = ["STAGE_DELAYS_NS", 
     "LOGIT_WIDTH", "ERROR_WIDTH", "RECIP_WIDTH", "RECIP_STEPS_PER_CYCLE", "RECIP_CYCLES",
     "command_layout", "input_layout", "softmax_command_layout", "error_layout", "max_beats",
     "exp2_exponent", "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
 ]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (5.96,)
 
 #: Bits of a logit code.
 LOGIT_WIDTH = 16

@@ -5,7 +5,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["GRID", "PEControl", "shift_by_spans", "BitScalablePE", "Fixed16PE"]
+__all__ = ["STAGE_DELAYS_NS", "GRID", "PEControl", "shift_by_spans", "BitScalablePE", "Fixed16PE"]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (6.72,)
 
 #: The multiplier grid is GRID x GRID 4-bit slice multipliers; multiplier ``(I, K)`` has index ``GRID*I + K``.
 GRID = 4

@@ -11,7 +11,11 @@ from golden.dfxp import PRECISIONS
 from .muxes import select
 
 
-__all__ = ["input_layout", "SliceSkipPE"]
+__all__ = ["STAGE_DELAYS_NS", "input_layout", "SliceSkipPE"]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (14.62,)
 
 
 def input_layout(pairs, bits):

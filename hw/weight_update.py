@@ -10,7 +10,11 @@ from .lfsr import DRAW_BITS, STATE_BITS, LfsrBank, seed_layout
 from .requant import _check_lanes, _check_max_beats, beat_control, clamp, wire
 
 
-__all__ = ["GRAD_BITS", "command_layout", "input_layout", "output_layout", "WeightUpdateUnit"]
+__all__ = ["STAGE_DELAYS_NS", "GRAD_BITS", "command_layout", "input_layout", "output_layout", "WeightUpdateUnit"]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (5.30,)
 
 #: Bits of a gradient code (the widest DFXP word).
 GRAD_BITS = 16

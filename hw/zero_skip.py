@@ -9,7 +9,11 @@ from amaranth.lib.wiring import In, Out
 from .muxes import any_of, select
 
 
-__all__ = ["input_layout", "weight_layout", "output_layout", "ZeroSkip"]
+__all__ = ["STAGE_DELAYS_NS", "input_layout", "weight_layout", "output_layout", "ZeroSkip"]
+
+#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (9.28,)
 
 
 def input_layout(window, width):

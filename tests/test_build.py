@@ -30,7 +30,7 @@ def test_verilog(tmp_path):
         assert f"module {spec.top}(" in text
         assert manifest["blocks"][block] == {"file": f"{block}.v", "top": spec.top,
                                              "description": spec.description}
-    assert "create_clock -name clk -period 4.000" in (dest / "clock.sdc").read_text()
+    assert "create_clock -name clk -period 5.000" in (dest / "clock.sdc").read_text()
     # The TrainCore's register map, generated in three forms from one source.
     assert manifest["register_map"] == ["train_core_regs.md", "train_core_regs.h", "train_core_regs.py"]
     assert "| `ctrl` |" in (dest / "train_core_regs.md").read_text() or "ctrl" in (dest / "train_core_regs.md").read_text()
@@ -116,7 +116,7 @@ def test_synth(tmp_path):
     assert tsram["memory_bits"] == 3 * 4 * 4 * 8 and tsram["memories"] == 4
     assert {(m["width"], m["depth"]) for m in tsram["memory_macros"]} == {(8, 12)}
     # Mapped onto sky130_fd_sc_hd, timed against the 4 ns of the small preset's clock.sdc.
-    assert report["clock_period_ns"] == 4.0 and report["liberty"] == "sky130hd_tt.lib.gz"
+    assert report["clock_period_ns"] == 5.0 and report["liberty"] == "sky130hd_tt.lib.gz"
     assert base["lib_flip_flops"] == 71 and base["ff_area_um2"] > 0 and base["logic_area_um2"] > base["ff_area_um2"]
     assert pe["area_um2"] > base["area_um2"] > 0
     # A registered 16x16 multiply-accumulate: some ns of logic, well above one gate, well below 20 ns.

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hw.config import (Config, ConfigError, PEArrayConfig, PRESETS, apply_overrides, load_toml,
+from hw.config import (Config, PipelineConfig, ConfigError, PEArrayConfig, PRESETS, apply_overrides, load_toml,
                        parameter_keys, preset)
 
 
@@ -83,6 +83,8 @@ def test_load_toml(tmp_path):
     ('preset = "huge"\n', "preset must be one of"),
     ("[pe]\ncolumns = 3\n", "unknown parameter 'pe.columns'"),
     ("[pe]\nrows = -1\n", "pe.rows must be an integer >= 1"),
+    ("[pipeline]\npe = 99\n", 'pipeline.pe must be "auto" or an integer from 0 to'),
+    ("[pipeline]\npe = \"fast\"\n", 'pipeline.pe must be "auto" or an integer from 0 to'),
 ])
 def test_load_toml_wrong(tmp_path, text, message):
     path = tmp_path / "c.toml"
@@ -102,7 +104,9 @@ def test_parameter_keys():
                                 "core.weight_tiles", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.drain_buffers", "pe.drain_rows", "pe.max_k", "pe.precisions", "pe.rows",
-                                "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slice_bits",
+                                "pipeline.fp8_tree", "pipeline.output_error", "pipeline.pe", "pipeline.slice_skip",
+                                    "pipeline.weight_update", "pipeline.zero_skip",
+                                    "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slice_bits",
                                 "sparsity.slice_pairs", "sparsity.slice_slots", "sparsity.slots", "sparsity.weight_width", "sparsity.width",
                                 "sparsity.window", "sparsity.zvc_n", "sparsity.zvc_width",
                                 "tsram.n", "tsram.tiles", "tsram.width"]
@@ -120,3 +124,16 @@ def test_core_config_wrong(overrides, message):
     with pytest.raises(ConfigError) as info:
         apply_overrides(preset("default"), overrides)
     assert message in str(info.value)
+
+
+def test_stages_auto_follows_the_clock():
+    from hw.pipeline import BLOCK_MODULES, auto_stages, stage_delays
+    for block in BLOCK_MODULES:
+        delays = stage_delays(block)
+        for depth, ns in enumerate(delays):
+            # A clock just slow enough for this depth places it, unless a shallower depth fits too.
+            want = next(d for d, t in enumerate(delays) if t <= ns)
+            assert auto_stages(block, 1000.0 / ns) == want
+            assert Config(clock_mhz=1000.0 / ns).stages(block) == want
+        assert auto_stages(block, 1000.0 / (min(delays) / 2)) == len(delays) - 1    # none fits: the deepest
+        assert Config(pipeline=PipelineConfig(**{block: 0})).stages(block) == 0

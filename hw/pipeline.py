@@ -1,0 +1,47 @@
+"""Pipeline depth of the blocks, placed by the generator for the target clock.
+
+A block whose longest register-to-register path can exceed a clock period takes a ``stages`` parameter:
+the register stages it adds to its shallowest form, 0 up to its maximum. Its module declares
+``STAGE_DELAYS_NS``: the critical path, in ns, at each depth 0, 1, ... (sky130_fd_sc_hd typical, flip-flop
+clock-to-Q and setup included, as ``python -m hw.build --target synth --block NAME`` reports it at the
+default configuration with ``pipeline.NAME`` set to that depth). The configuration key ``pipeline.NAME``
+is a depth or ``"auto"``: the shallowest depth whose delay fits the period ``1000 / clock_mhz``, or the
+deepest when none does (the timing report then shows the negative slack). The delays are the estimate the
+placement uses; the synthesis report is the measurement.
+
+Every block states its latency at each depth in its docstring, and its golden model and bench read the
+depth from the configuration (:meth:`hw.config.Config.stages`).
+"""
+
+import importlib
+
+
+__all__ = ["BLOCK_MODULES", "stage_delays", "max_stages", "auto_stages"]
+
+#: Pipelined blocks (their ``pipeline.<name>`` key) and the module that declares ``STAGE_DELAYS_NS``.
+BLOCK_MODULES = {
+    "pe": "hw.pe",
+    "fp8_tree": "hw.fp8_tree",
+    "zero_skip": "hw.zero_skip",
+    "slice_skip": "hw.slice_skip",
+    "output_error": "hw.output_error",
+    "weight_update": "hw.weight_update",
+}
+
+
+def stage_delays(block):
+    """The estimated critical path (ns) of ``block`` at each depth, shallowest first."""
+    return importlib.import_module(BLOCK_MODULES[block]).STAGE_DELAYS_NS
+
+
+def max_stages(block):
+    """The deepest ``stages`` value ``block`` accepts."""
+    return len(stage_delays(block)) - 1
+
+
+def auto_stages(block, clock_mhz):
+    """The shallowest depth of ``block`` whose estimated critical path fits a ``clock_mhz`` clock (else the
+    deepest)."""
+    period = 1000.0 / clock_mhz
+    delays = stage_delays(block)
+    return next((depth for depth, ns in enumerate(delays) if ns <= period), len(delays) - 1)
