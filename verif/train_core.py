@@ -6,7 +6,7 @@ touches an internal signal.
 
 * ``train_<algorithm>_dfxp<bits>``: BP, DFA and PDFA at DFXP-8 and DFXP-16 on small digits networks
   (:data:`CASES`: two and three weight layers, ragged widths and batches, BP serial and overlapped; one BP
-  case with stochastic thresholding of errors and gradients and 12-bit gradients). Each
+  case with stochastic thresholding of errors and gradients, 12-bit gradients and an exact update). Each
   loads the golden model's initial state (masters, fractional lengths, LFSR states, the layer table and
   numerics), runs short runs of 1 to 3 mini-batches back to back (PDFA: 2 and 3, so that the forward pass
   reads the weights one update old) and after every run reads the state back - every master, every
@@ -16,9 +16,9 @@ touches an internal signal.
   cycles).
 * ``refusals``: every start check of :class:`golden.core.CoreError` (empty table, more layers than the core
   holds, a zero size, sizes that do not chain, DFXP-4 on a tile of 4, SE-FP8 and an unnamed precision code,
-  a layer wider than the core, more weight or activation tiles than the buffers, a batch of 0 or above the
-  maximum, a last layer that is not the class count, algorithm code 3, and two errors at once for the
-  order) against :func:`verif.train_core_tb.start_error`: the code in ``status.error``, the error
+  a layer wider than the core, more weight or activation tiles than the buffers (also by one tile), a batch
+  of 0 or above the maximum, a last layer that is not the class count, algorithm code 3, and two errors at
+  once for the order) against :func:`verif.train_core_tb.start_error`: the code in ``status.error``, the error
   interrupt, ``irq`` = ``irq_status & irq_enable`` and its ``w1c`` clear, no sample taken, never
   running. Then SLVERR: holes in the map, the weight window outside the current table (layer, row and
   column), and while a run is in progress every locked configuration register and the window (their
@@ -36,6 +36,7 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from golden.core import CoreConfig, CoreError, CoreTrainer
+from golden.pdfa_schedule import PRECISIONS
 from hw.axil import RESP_OKAY
 from hw.pdfa import ENGINES
 from verif.train_core_tb import CoreTB, bad_starts, start_error, table_after
@@ -59,6 +60,7 @@ class Case:
     serial: bool = False
     threshold: int = 0
     grad_bits: int = 16
+    lr_shift: int = 6
 
 
 CASES = {
@@ -68,16 +70,19 @@ CASES = {
     "dfa_dfxp16": Case("dfa", 16, (64, 12, 6, 10), batch=8, runs=(2,), seed=4),
     "pdfa_dfxp8": Case("pdfa", 8, (64, 8, 8, 10), batch=8, runs=(2, 3), seed=5),
     "pdfa_dfxp16": Case("pdfa", 16, (64, 8, 10), batch=7, runs=(3,), seed=6),
-    # Stochastic thresholding of errors and gradients (two draws per element), 12-bit gradients.
-    "bp_dfxp8_threshold": Case("bp", 8, (64, 8, 8, 10), batch=6, runs=(2,), seed=7, threshold=2, grad_bits=12),
+    # Stochastic thresholding of errors and gradients at 2**1 (two draws per element; this seed keeps codes of
+    # both signs in every lane), 12-bit gradients, and an exact update (lr_shift 0): every gradient code
+    # reaches the masters.
+    "bp_dfxp8_threshold": Case("bp", 8, (64, 12, 8, 10), batch=8, runs=(2,), seed=10, threshold=1, grad_bits=12,
+                               lr_shift=0),
 }
 
 
-def make_trainer(tb, algorithm, precision, sizes, batch, seed, **kwargs):
+def make_trainer(tb, algorithm, precision, sizes, batch, seed, lr_shift=6, **kwargs):
     """A golden trainer for the bench's core: its array and accumulators, a learning rate that moves weights."""
     t = tb.config.core.tile
     return CoreTrainer(CoreConfig(sizes=sizes, algorithm=algorithm, precision=precision, batch=batch, seed=seed,
-                                  array=(t, t), max_k=tb.config.pe.max_k, lr_shift=6, **kwargs))
+                                  array=(t, t), max_k=tb.config.pe.max_k, lr_shift=lr_shift, **kwargs))
 
 
 async def check_run(tb, trainer, steps, what):
@@ -101,7 +106,7 @@ async def train(dut, name):
     tb = CoreTB(dut)
     await tb.reset()
     trainer = make_trainer(tb, case.algorithm, case.precision, case.sizes, case.batch, case.seed,
-                           threshold=case.threshold, grad_bits=case.grad_bits)
+                           threshold=case.threshold, grad_bits=case.grad_bits, lr_shift=case.lr_shift)
     await tb.regs.write_fields("irq_enable", done=1, error=1)
     await tb.host.load(trainer, case.runs[0], serial=case.serial)
     for i, steps in enumerate(case.runs):
@@ -145,6 +150,17 @@ async def train_bp_dfxp8_threshold(dut):
 
 
 # -- refusals ----------------------------------------------------------------------------------------------
+
+def edge_starts():
+    """Bad starts at the edge of a buffer, as :func:`verif.train_core_tb.bad_starts` gives them: one weight tile
+    more than the buffer holds (64 at the small preset), from three layers of 5 x 5, 5 x 5 and 5 x 3 tiles -
+    odd counts, so that a sum of the layers' counts that loses a bit shows. Activations fit."""
+    dfxp8 = PRECISIONS.index("dfxp8")
+    return [("one weight tile more than the buffer", CoreError.TOO_LARGE,
+             [("config", None, {"layers": 3, "batch": 4}), ("layer_size", 0, {"n_in": 20, "n_out": 20}),
+              ("layer_size", 1, {"n_in": 20, "n_out": 20}), ("layer_size", 2, {"n_in": 20, "n_out": 10}),
+              ("layer_cfg", 1, {"precision": dfxp8}), ("layer_cfg", 2, {"precision": dfxp8})])]
+
 
 async def check_refusal(tb, what, want, irq_cycle):
     """A refused start: the error code, never running, no sample taken, the error interrupt, irq and w1c."""
@@ -191,7 +207,7 @@ async def refusals(dut):
     L = tb.config.pdfa.max_layers
     trainer = make_trainer(tb, "pdfa", 8, (64, 5, 10), batch=6, seed=7)
     await tb.host.load(trainer, 2)
-    for n, (what, named, writes) in enumerate(bad_starts(trainer, L)):
+    for n, (what, named, writes) in enumerate(bad_starts(trainer, L) + edge_starts()):
         table, batch, algorithm = table_after(trainer, writes, L)
         want = start_error(tb.config, table, batch=batch, algorithm=algorithm)
         assert want == named, f"{what}: the reference check says {want!r}, the case was meant for {named!r}"
