@@ -19,11 +19,12 @@ The GEMM (every FF, BP EP and WG)
 * one beat per cycle (both operand fetchers read a tile word one word ahead);
 * the array drains a tile ``t`` rows at one per cycle, rows beyond ``m`` included; with its two drain
   buffers only the drain bounds a tile shorter than ``t`` beats, so tiles follow each other every
-  ``max(beats, t)`` cycles (:class:`hw.pe_array.PEArray`);
+  ``max(beats, t, ceil((d + t) / 2))`` cycles, ``d = 3 + stages`` the array's drain delay
+  (:class:`hw.pe_array.PEArray`; the last term matters only for tiles of 4 with deep PEs);
 * the first beat is taken :data:`GEMM_FIRST_BEAT` cycles after the job (engine job register, GEMM command,
   its size registers, the first tile read, the word into the fetch buffer); a tile's first row leaves the
   array :data:`PE_DRAIN_DELAY` cycles after its last beat (operand routing, PE products, accumulators,
-  drain buffer);
+  drain buffer), plus one per pipeline stage of the PEs;
 * the operation's last kept row (row ``(m - 1) mod t`` of the last tile) then passes the engine's units,
   and ``done`` follows after the engine's tail: :data:`FF_TAIL` (conversion, its record, ``done``),
   :data:`EP_TAIL` (the dReLU-mask lookup first), :data:`WG_TAIL` (conversion, master lookup, weight
@@ -58,6 +59,9 @@ buffers: mini-batch ``t`` may stream once ``t - 3``'s buffer is free (the cycle 
 ``done``), and
 ``FF(0, t)`` is ready the cycle after its last beat. :func:`predict` models this as the FF engine's
 ``ready``.
+
+The pipelined blocks' depths (``stages``: ``{"pe": n, "output_error": n, "weight_update": n}``, the
+configuration's :meth:`hw.config.Config.stages`, :func:`hw.train_core.core_stages`) add their latencies.
 
 The constants were read from the RTL's structure and checked cycle for cycle against traces of the
 generated core (``scripts/bench_train_core.py`` reports the measured and modelled duration of every
@@ -118,15 +122,15 @@ def _tiles(n, t):
     return -(-n // t)
 
 
-def gemm_rows(m, n, k, *, tile, precision):
+def gemm_rows(m, n, k, *, tile, precision, pe_stages=0):
     """Timing of a GEMM on the array: ``(first_row, period, tiles, kept)``: the cycle (from the engine's job)
     at which the first tile's first row leaves the array, the cycles between tiles, the tile count and the
-    row of the last tile that is the last kept one."""
+    row of the last tile that is the last kept one. ``pe_stages``: the PEs' pipeline stages."""
     t = tile
     per_word = t // lanes(precision, precision)
     beats = _tiles(k, t) * per_word
-    first_row = GEMM_FIRST_BEAT + beats - 1 + PE_DRAIN_DELAY
-    return first_row, max(beats, t), _tiles(m, t) * _tiles(n, t), (m - 1) % t
+    first_row = GEMM_FIRST_BEAT + beats - 1 + PE_DRAIN_DELAY + pe_stages
+    return first_row, max(beats, t, -(-(3 + pe_stages + t) // 2)), _tiles(m, t) * _tiles(n, t), (m - 1) % t
 
 
 def _bits(precision):
@@ -150,10 +154,13 @@ class CoreTiming:
         The core's tile (``core.tile``).
     batch : int
         Samples per mini-batch.
+    stages : dict
+        Pipeline depths of the core's pipelined blocks (``{"pe": n, ...}``, absent = 0).
     """
     table: tuple
     tile: int
     batch: int
+    stages: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "table", tuple(check_table(self.table)))
@@ -170,11 +177,13 @@ class CoreTiming:
     def classes(self):
         return self.table[-1].n_out
 
+    def _gemm(self, m, n, k, precision):
+        return gemm_rows(m, n, k, tile=self.tile, precision=_bits(precision), pe_stages=self.stages.get("pe", 0))
+
     def ff(self, layer):
         """Cycles of ``FF(layer)``."""
         t, entry = self.tile, self.table[layer]
-        first, period, tiles, kept = gemm_rows(entry.n_out, self.batch, entry.n_in, tile=t,
-                                               precision=_bits(entry.precision))
+        first, period, tiles, kept = self._gemm(entry.n_out, self.batch, entry.n_in, entry.precision)
         if layer < len(self.table) - 1:
             return first + (tiles - 1) * period + kept + FF_TAIL
         # Logits, one sample group (all row tiles) at a time, into the output-error unit.
@@ -191,8 +200,7 @@ class CoreTiming:
         t, entry = self.tile, self.table[layer]
         if entry.feedback == "bp":
             nxt = self.table[layer + 1]
-            first, period, tiles, kept = gemm_rows(entry.n_out, self.batch, nxt.n_out, tile=t,
-                                                   precision=_bits(nxt.precision))
+            first, period, tiles, kept = self._gemm(entry.n_out, self.batch, nxt.n_out, nxt.precision)
             return first + (tiles - 1) * period + kept + EP_TAIL
         words = _tiles(self.classes, t)
         groups = _tiles(self.batch, t)
@@ -203,8 +211,7 @@ class CoreTiming:
     def wg(self, layer):
         """Cycles of ``WG(layer)`` (gradient, conversion, update)."""
         entry = self.table[layer]
-        first, period, tiles, kept = gemm_rows(entry.n_out, entry.n_in, self.batch, tile=self.tile,
-                                               precision=_bits(entry.precision))
+        first, period, tiles, kept = self._gemm(entry.n_out, entry.n_in, self.batch, entry.precision)
         return first + (tiles - 1) * period + kept + WG_TAIL
 
     def duration(self, engine, layer, sample=0):
@@ -254,11 +261,11 @@ def _arrivals(timing, samples, free):
     return out
 
 
-def predict(table, samples, *, tile, batch, pipelined=False, serial=False, timing=None):
+def predict(table, samples, *, tile, batch, pipelined=False, serial=False, timing=None, stages=None):
     """The controller's schedule of a run of ``samples`` mini-batches on the core
     (:class:`golden.pdfa_schedule.Schedule`): :func:`golden.pdfa_schedule.simulate` with the durations of
-    :class:`CoreTiming` and the input stream as the FF engine's ``ready``."""
-    timing = timing or CoreTiming(table, tile, batch)
+    :class:`CoreTiming` (``stages``: its pipeline depths) and the input stream as the FF engine's ``ready``."""
+    timing = timing or CoreTiming(table, tile, batch, dict(stages or {}))
     free = [None] * samples
     for _ in range(samples + 1):
         gate = _InputGate(timing, samples, pipelined, _arrivals(timing, samples, free))

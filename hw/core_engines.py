@@ -103,8 +103,10 @@ def _route_read(m, source, targets, select):
 class _Engine(wiring.Component):
     """What the three engines share: parameters, the job register, done with the result."""
 
-    def __init__(self, members, *, tile, max_k, precisions, dim_width, addr_width, max_beats):
+    def __init__(self, members, *, tile, max_k, precisions, dim_width, addr_width, max_beats, stages=None):
         self._tile, self._max_k, self._precisions = tile, max_k, tuple(precisions)
+        # Pipeline depths of the pipelined blocks inside (``{block: stages}``, absent = 0; see hw.pipeline).
+        self._stages = dict(stages or {})
         self._dw, self._aw, self._max_beats = dim_width, addr_width, max_beats
         self._count_width = len(Signal(requant.stats_layout(tile, max_beats)).ovf0)
         members = dict(members)
@@ -114,9 +116,12 @@ class _Engine(wiring.Component):
 
     count_width = property(lambda self: self._count_width)
 
+    def _depth(self, block):
+        return self._stages.get(block, 0)
+
     def _gemm(self):
         return TileGemm(tile=self._tile, max_k=self._max_k, precisions=self._precisions,
-                        dim_width=self._dw, addr_width=self._aw)
+                        dim_width=self._dw, addr_width=self._aw, stages=self._depth("pe"))
 
     def _log_t(self):
         return self._tile.bit_length() - 1
@@ -157,7 +162,7 @@ class FFEngine(_Engine):
     error : Out(1)
     """
 
-    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, classes, max_beats=2 ** 16):
+    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, classes, max_beats=2 ** 16, stages=None):
         self._classes = classes
         label_bits = max(1, (classes - 1).bit_length())
         members = {
@@ -175,7 +180,7 @@ class FFEngine(_Engine):
             "err_seed": In(stream.Signature(output_error.seed_layout(tile))),
         }
         super().__init__(members, tile=tile, max_k=max_k, precisions=precisions, dim_width=dim_width,
-                         addr_width=addr_width, max_beats=max_beats)
+                         addr_width=addr_width, max_beats=max_beats, stages=stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -333,7 +338,8 @@ class EPEngine(_Engine):
     done : Out(stream.Signature(result_layout(count_width)))
     """
 
-    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, classes, max_rows, max_beats=2 ** 16):
+    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, classes, max_rows, max_beats=2 ** 16,
+                 stages=None):
         self._classes, self._max_rows = classes, max_rows
         members = {
             "job": In(stream.Signature(ep_job_layout(dim_width, addr_width))),
@@ -346,7 +352,7 @@ class EPEngine(_Engine):
             "state": Out(data.ArrayLayout(unsigned(32), tile)),
         }
         super().__init__(members, tile=tile, max_k=max_k, precisions=precisions, dim_width=dim_width,
-                         addr_width=addr_width, max_beats=max_beats)
+                         addr_width=addr_width, max_beats=max_beats, stages=stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -527,7 +533,7 @@ class WGEngine(_Engine):
     done : Out(stream.Signature(result_layout(count_width)))
     """
 
-    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, max_beats=2 ** 16):
+    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, max_beats=2 ** 16, stages=None):
         members = {
             "job": In(stream.Signature(wg_job_layout(dim_width, addr_width))),
             "err_rd": Out(tile_read_signature(addr_width, tile)),
@@ -542,7 +548,7 @@ class WGEngine(_Engine):
             "update_state": Out(data.ArrayLayout(unsigned(32), tile)),
         }
         super().__init__(members, tile=tile, max_k=max_k, precisions=precisions, dim_width=dim_width,
-                         addr_width=addr_width, max_beats=max_beats)
+                         addr_width=addr_width, max_beats=max_beats, stages=stages)
 
     def elaborate(self, platform):
         m = Module()

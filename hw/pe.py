@@ -5,11 +5,15 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["STAGE_DELAYS_NS", "GRID", "PEControl", "shift_by_spans", "BitScalablePE", "Fixed16PE"]
+__all__ = ["STAGE_DELAYS_NS", "MAX_STAGES", "GRID", "PEControl", "shift_by_spans", "BitScalablePE", "Fixed16PE"]
 
-#: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
-#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
-STAGE_DELAYS_NS = (6.72,)
+#: Critical path of the PE (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration, as
+#: ``python -m hw.build --target synth --block pe --set pipeline.pe=D`` measures it) at each ``stages`` depth
+#: D, shallowest first (:mod:`hw.pipeline`).
+STAGE_DELAYS_NS = (5.45, 4.54, 3.69)
+
+#: The deepest ``stages`` of :class:`BitScalablePE`.
+MAX_STAGES = len(STAGE_DELAYS_NS) - 1
 
 #: The multiplier grid is GRID x GRID 4-bit slice multipliers; multiplier ``(I, K)`` has index ``GRID*I + K``.
 GRID = 4
@@ -39,6 +43,23 @@ def shift_by_spans(value, lo_bit, hi_bit, step):
     return Mux(lo_bit, Mux(hi_bit, value << 2 * step, value << step), Mux(hi_bit, value << step, value))
 
 
+def _check_stages(stages):
+    if not isinstance(stages, int) or isinstance(stages, bool):
+        raise TypeError(f"Stages must be an integer, not {stages!r}")
+    if not 0 <= stages <= MAX_STAGES:
+        raise ValueError(f"Stages must be from 0 to {MAX_STAGES}, not {stages!r}")
+
+
+def _register(m, name, values, width):
+    """Registers of ``values`` (named ``name<i>``; ``width`` bits, or the value's own shape when None)."""
+    regs = []
+    for i, value in enumerate(values):
+        reg = Signal(width, name=f"{name}{i}") if width is not None else Signal.like(value, name=f"{name}{i}")
+        m.d.sync += reg.eq(value)
+        regs.append(reg)
+    return regs
+
+
 def _check_acc_width(acc_width):
     if not isinstance(acc_width, int) or isinstance(acc_width, bool):
         raise TypeError(f"Accumulator width must be an integer, not {acc_width!r}")
@@ -64,13 +85,16 @@ class BitScalablePE(wiring.Component):
     ``16**(I+K)`` (one pair), and every mix in between follows: each beat adds ``sum_j A_j * B_j`` over its
     lanes, exactly. Only 3 + 3 small multiplexers per sub-grid and level are needed, not one per product.
 
-    Latency: 2 cycles from the inputs to ``acc`` (a beat sum register, then the accumulator). Throughput:
-    one beat per cycle; zero slices add nothing, so idle cycles need no enable.
+    Latency: ``2 + stages`` cycles from the inputs to ``acc`` (a beat sum register, then the accumulator;
+    ``stages`` = 1 registers the four sub-grid sums between the two levels, 2 also the 16 slice products).
+    Throughput: one beat per cycle at every depth; zero slices add nothing, so idle cycles need no enable.
 
     Parameters
     ----------
     acc_width : int
         Accumulator width, at least 33 bits (one beat sum is below 2**32).
+    stages : int
+        Pipeline registers added to the product path, 0 to :data:`MAX_STAGES` (:mod:`hw.pipeline`).
 
     Members
     -------
@@ -85,9 +109,11 @@ class BitScalablePE(wiring.Component):
         that beat's sum.
     """
 
-    def __init__(self, *, acc_width):
+    def __init__(self, *, acc_width, stages=0):
         _check_acc_width(acc_width)
+        _check_stages(stages)
         self._acc_width = acc_width
+        self._stages = stages
         super().__init__({
             "a": In(data.ArrayLayout(unsigned(4), GRID * GRID)),
             "b": In(data.ArrayLayout(unsigned(4), GRID * GRID)),
@@ -99,25 +125,39 @@ class BitScalablePE(wiring.Component):
     def acc_width(self):
         return self._acc_width
 
+    @property
+    def stages(self):
+        return self._stages
+
+    @property
+    def latency(self):
+        """Cycles from a beat on the inputs to its sum in ``acc``."""
+        return 2 + self._stages
+
     def elaborate(self, platform):
         m = Module()
         ctl = self.ctl
+        products = [self.a[idx] * self.b[idx] for idx in range(GRID * GRID)]
+        if self._stages >= 2:
+            products, ctl = _register(m, "product", products, 8), _register(m, "ctl_p", [ctl], None)[0]
 
-        sub_sums = {}
+        sub_sums = []
         for bi in range(2):
             for bk in range(2):
                 terms = []
                 for i in range(2):
                     for k in range(2):
-                        idx = GRID * (2 * bi + i) + (2 * bk + k)
-                        product = self.a[idx] * self.b[idx]
+                        product = products[GRID * (2 * bi + i) + (2 * bk + k)]
                         terms.append(shift_by_spans(product, ctl.a_ge2 if i else None,
                                                     ctl.b_ge2 if k else None, 4))
-                sub_sums[bi, bk] = terms[0] + terms[1] + terms[2] + terms[3]
-        beat = (sub_sums[0, 0]
-                + shift_by_spans(sub_sums[1, 0], ctl.a_eq4, None, 8)
-                + shift_by_spans(sub_sums[0, 1], None, ctl.b_eq4, 8)
-                + shift_by_spans(sub_sums[1, 1], ctl.a_eq4, ctl.b_eq4, 8))
+                sub_sums.append(terms[0] + terms[1] + terms[2] + terms[3])
+        if self._stages >= 1:
+            # A sub-grid sum is below 4 * 2**8 * 2**8 (its four products, the widest shifted by 8).
+            sub_sums, ctl = _register(m, "sub_sum", sub_sums, 18), _register(m, "ctl_s", [ctl], None)[0]
+        beat = (sub_sums[0]
+                + shift_by_spans(sub_sums[2], ctl.a_eq4, None, 8)
+                + shift_by_spans(sub_sums[1], None, ctl.b_eq4, 8)
+                + shift_by_spans(sub_sums[3], ctl.a_eq4, ctl.b_eq4, 8))
 
         # A beat adds at most (2**16 - 1)**2 < 2**32 (one 16x16 pair; narrower modes add less).
         beat_q = Signal(32)

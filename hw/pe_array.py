@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from golden.dfxp import PRECISIONS
 from golden.pe_array import Mode as _GoldenMode, precision_code
 
-from .pe import GRID, BitScalablePE, PEControl
+from .pe import GRID, BitScalablePE, PEControl, _check_stages
 
 
 __all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_layout", "PEArray", "shared_pe_modules"]
@@ -129,9 +129,19 @@ def _line_views(*, a_side, precisions):
     return tuple(sorted(views))
 
 
-def _router_name(*, a_side, precisions, acc_width):
+def _stage_suffix(stages):
+    return f"_s{stages}" if stages else ""
+
+
+def _pe_name(*, acc_width, stages):
+    """Module name of the shared :class:`hw.pe.BitScalablePE` of these parameters."""
+    return f"edgetrain_pe_acc{acc_width}{_stage_suffix(stages)}"
+
+
+def _router_name(*, a_side, precisions, acc_width, stages):
     """Module name of the shared :class:`_LineRouter` of these parameters."""
-    return f"edgetrain_pe_router_{'a' if a_side else 'b'}_acc{acc_width}_p{'_'.join(map(str, precisions))}"
+    return (f"edgetrain_pe_router_{'a' if a_side else 'b'}_acc{acc_width}_p{'_'.join(map(str, precisions))}"
+            f"{_stage_suffix(stages)}")
 
 
 def _gather(beat, views, *, size, line):
@@ -150,8 +160,9 @@ class _LineRouter(wiring.Component):
     offset-binary operands, which turns the PEs' offset-binary sums into signed results (see
     :mod:`golden.pe_array`).
 
-    Latency: ``ops`` 1 cycle after ``slices``; ``sum`` 2 cycles after ``ops`` and ``ctl`` (a beat sum
-    register and the accumulator, as in the PE).
+    Latency: ``ops`` 1 cycle after ``slices``; ``sum`` ``2 + stages`` cycles after ``ops`` and ``ctl``, as
+    the PE's ``acc`` (with ``stages`` >= 1 the line's four slot sums are registered, then the beat's line
+    sum, delayed by ``stages - 1`` more registers, then the accumulator).
 
     Parameters
     ----------
@@ -161,6 +172,8 @@ class _LineRouter(wiring.Component):
         The array's supported precisions (sorted); other codes route zeros.
     acc_width : int
         Width of the accumulated sum.
+    stages : int
+        The PEs' pipeline stages (:class:`hw.pe.BitScalablePE`).
 
     Members
     -------
@@ -175,17 +188,19 @@ class _LineRouter(wiring.Component):
     ctl : In(PEControl)
         The control of the beat in ``ops`` (the array's PE control).
     first : In(1)
-        The beat sum in the beat sum register is a reduction's first (``ctl.first`` one cycle later).
+        The line sum in the last line-sum register is a reduction's first (``ctl.first`` ``1 + stages``
+        cycles later).
     ops : Out(ArrayLayout(unsigned(4), 16))
         The multiplier operands of the line's PEs.
     sum : Out(unsigned(acc_width))
         The accumulated sum of the line's operands (modulo ``2**acc_width``).
     """
 
-    def __init__(self, *, a_side, precisions, acc_width):
+    def __init__(self, *, a_side, precisions, acc_width, stages=0):
         self._a_side = bool(a_side)
         self._precisions = tuple(precisions)
         self._acc_width = acc_width
+        self._stages = stages
         self._views = _line_views(a_side=self._a_side, precisions=self._precisions)
         super().__init__({
             "slices": In(data.ArrayLayout(unsigned(4), len(self._views))),
@@ -228,13 +243,21 @@ class _LineRouter(wiring.Component):
         (own_ge2, own_eq4), (other_ge2, other_eq4) = (a_spans, b_spans) if self._a_side else (b_spans, a_spans)
         # Position p along the other axis starts a block iff p % span == 0.
         starts = [None, ~other_ge2, ~other_eq4, ~other_ge2]
-        total = 0
+        parts = []
         for slot_pos in range(GRID):
             part = 0
             for p in range(GRID):
                 index = GRID * slot_pos + p if self._a_side else GRID * p + slot_pos
                 term = self.ops[index]
                 part = part + (term if starts[p] is None else Mux(starts[p], term, 0))
+            parts.append(part)
+        if self._stages:
+            regs = [Signal(6, name=f"part{i}") for i in range(GRID)]      # four slices: at most 60
+            spans = Signal(2)
+            m.d.sync += [reg.eq(part) for reg, part in zip(regs, parts)] + [spans.eq(Cat(own_ge2, own_eq4))]
+            parts, (own_ge2, own_eq4) = regs, (spans[0], spans[1])
+        total = 0
+        for slot_pos, part in enumerate(parts):
             # Weight 16**(slot_pos % span): 1, 16 if span >= 2, 256 if span 4, 4096 / 16 / 1 for slot 3.
             if slot_pos == 0:
                 total = total + part
@@ -246,6 +269,9 @@ class _LineRouter(wiring.Component):
                 total = total + Mux(own_eq4, part << 12, Mux(own_ge2, part << 4, part))
         line_sum = Signal(20)
         m.d.sync += line_sum.eq(total)
+        for i in range(self._stages - 1):
+            line_sum, previous = Signal(20, name=f"line_sum_d{i}"), line_sum
+            m.d.sync += line_sum.eq(previous)
         m.d.sync += self.sum.eq(Mux(self.first, line_sum, self.sum + line_sum))
         return m
 
@@ -335,15 +361,16 @@ class PEArray(wiring.Component):
     Throughput: one beat per cycle, ``rows*cols*lanes(pa, pb)`` MACs per cycle, with back-to-back commands
     (the next command is taken with the last beat of the current one). The output tile is copied into a
     drain buffer, so draining overlaps the next reduction. A tile owns a buffer from its last beat (3
-    cycles in the pipeline, its precisions and length travelling with it) until its last transfer of
-    ``s = ceil(rows / drain_rows)`` leaves, and a last beat waits while every buffer is owned: with one
-    buffer, commands shorter than ``3 + s`` beats are drain-bound; with ``drain_buffers=2`` (one more tile
-    of accumulator-wide registers), only those shorter than ``max(s, (3 + s) / 2)`` beats (the drain
+    cycles in the pipeline, ``3 + stages`` with pipelined PEs, its precisions and length travelling with it)
+    until its last transfer of ``s = ceil(rows / drain_rows)`` leaves, and a last beat waits while every
+    buffer is owned: with one buffer, commands shorter than ``d + s`` beats (``d = 3 + stages``) are
+    drain-bound; with ``drain_buffers=2`` (one more tile
+    of accumulator-wide registers), only those shorter than ``max(s, (d + s) / 2)`` beats (the drain
     itself sends one tile per ``s`` cycles). Short reductions are common
     in training (an error propagated over 10 classes is 3 beats at 8 bits), and at one row per transfer
     the output, not the multipliers, would bound them: ``drain_rows`` widens ``o`` (and its result
-    correction) to serve them at full rate. Latency: the first output transfer is valid 3 cycles after
-    the clock edge that takes the last beat.
+    correction) to serve them at full rate. Latency: the first output transfer is valid ``3 + stages``
+    cycles after the clock edge that takes the last beat (:attr:`drain_delay`).
 
     Back-pressure: ``a``/``b`` are taken only together (``ready`` is raised for both when both are valid);
     any stall of ``cmd``, ``a``, ``b`` or ``o`` only delays the array, no data is lost or repeated.
@@ -363,6 +390,9 @@ class PEArray(wiring.Component):
         Tile rows per output transfer, 1 to 64; an array of fewer rows sends its whole tile at once
         (``min(drain_rows, rows)`` rows per transfer). When ``rows`` is not a multiple, the tile's last
         transfer is partial and its elements beyond the tile are zero.
+    stages : int
+        Pipeline stages of the PEs and of the line sums beside them, 0 to :data:`hw.pe.MAX_STAGES`
+        (:class:`hw.pe.BitScalablePE`); each adds a cycle to the latency, none to the throughput.
 
     Members
     -------
@@ -382,7 +412,8 @@ class PEArray(wiring.Component):
         On a bad parameter.
     """
 
-    def __init__(self, *, rows, cols, max_k=4096, precisions=PRECISIONS, drain_buffers=1, drain_rows=1):
+    def __init__(self, *, rows, cols, max_k=4096, precisions=PRECISIONS, drain_buffers=1, drain_rows=1,
+                 stages=0):
         for name, value in (("Row count", rows), ("Column count", cols), ("Maximum beat count", max_k)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -401,6 +432,8 @@ class PEArray(wiring.Component):
             raise TypeError(f"Drain row count must be an integer, not {drain_rows!r}")
         if not 1 <= drain_rows <= 64:
             raise ValueError(f"Drain row count must be an integer in 1..64, not {drain_rows!r}")
+        _check_stages(stages)
+        self._stages = stages
         self._rows, self._cols, self._max_k = rows, cols, max_k
         self._drain_buffers = drain_buffers
         self._drain_rows = min(drain_rows, rows)
@@ -421,6 +454,12 @@ class PEArray(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     drain_buffers = property(lambda self: self._drain_buffers)
     drain_rows = property(lambda self: self._drain_rows)      # rows per transfer, at most ``rows``
+    stages = property(lambda self: self._stages)
+
+    @property
+    def drain_delay(self):
+        """Cycles from the clock edge that takes a command's last beat to its tile's first output transfer."""
+        return 3 + self._stages
 
     def elaborate(self, platform):
         m = Module()
@@ -475,23 +514,25 @@ class PEArray(wiring.Component):
         t_a = (mode == Mode.EP) | (mode == Mode.WG)
         t_b = mode == Mode.WG
         ctl = Signal(PEControl)
-        last0 = Signal()
-        last1 = Signal()
+        # A last beat's flag down the pipeline (ctl's cycle, then one per PE stage): `done` when its tile is in
+        # the accumulators.
+        lasts = [Signal(name=f"last{i}") for i in range(2 + self._stages)]
         done = Signal()
         m.d.sync += [
             ctl.first.eq(go & first),
             ctl.a_ge2.eq(go & (prec_a >= 1)), ctl.a_eq4.eq(go & (prec_a >= 2)),
             ctl.b_ge2.eq(go & (prec_b >= 1)), ctl.b_eq4.eq(go & (prec_b >= 2)),
-            last0.eq(go & is_last), last1.eq(last0), done.eq(last1),
-        ]
-        first1 = Signal()       # ctl.first of the beat in the beat sum registers
-        m.d.sync += first1.eq(ctl.first)
+            lasts[0].eq(go & is_last), done.eq(lasts[-1]),
+        ] + [later.eq(earlier) for earlier, later in zip(lasts, lasts[1:])]
+        firsts = [Signal(name=f"first{i + 1}") for i in range(1 + self._stages)]   # ctl.first down the line sums
+        m.d.sync += [firsts[0].eq(ctl.first)] + [later.eq(earlier) for earlier, later in zip(firsts, firsts[1:])]
+        first1 = firsts[-1]
         width = self._acc_width
         shared = _SHARED_PES.get()
 
         def route_lines(a_side, beat, transposed, size):
             side = "a" if a_side else "b"
-            params = {"a_side": a_side, "precisions": self._precisions, "acc_width": width}
+            params = {"a_side": a_side, "precisions": self._precisions, "acc_width": width, "stages": self._stages}
             name = _router_name(**params)
             views = _line_views(a_side=a_side, precisions=self._precisions)
             if shared is not None and name not in shared:
@@ -520,17 +561,17 @@ class PEArray(wiring.Component):
         b_ops, col_sums = route_lines(False, self.b.payload, t_b, cols)
 
         accs = []
-        pe_name = f"edgetrain_pe_acc{width}"
+        pe_name = _pe_name(acc_width=width, stages=self._stages)
         if shared is not None:
             if pe_name not in shared:
-                shared[pe_name] = BitScalablePE(acc_width=width)
+                shared[pe_name] = BitScalablePE(acc_width=width, stages=self._stages)
         for r in range(rows):
             row = []
             # One signal per PE row takes the instances' sums: a signal per PE costs the conversion more.
             row_acc = None if shared is None else Signal(width * cols, name=f"acc_{r}")
             for c in range(cols):
                 if shared is None:
-                    pe = BitScalablePE(acc_width=width)
+                    pe = BitScalablePE(acc_width=width, stages=self._stages)
                     m.submodules[f"pe_{r}_{c}"] = pe
                     m.d.comb += [pe.a.eq(a_ops[r]), pe.b.eq(b_ops[c]), pe.ctl.eq(ctl)]
                     row.append(pe.acc)
@@ -543,16 +584,16 @@ class PEArray(wiring.Component):
             accs.append(row)
 
         # The finishing tile's precisions and length, for its correction: they travel down the pipeline with
-        # its last beat (last0, last1, done), so tiles of commands shorter than the pipeline overlap.
+        # its last beat (lasts, done), so tiles of commands shorter than the pipeline overlap.
         beats_m1 = Signal(k_width)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += beats_m1.eq(self.cmd.payload.beats_m1)
         tile_layout = data.StructLayout({"pa": 2, "pb": 2, "beats": k_width + 1})
-        tile_pipe = [Signal(tile_layout, name=f"tile{i}") for i in range(3)]
+        tile_pipe = [Signal(tile_layout, name=f"tile{i}") for i in range(3 + self._stages)]
         m.d.sync += [tile_pipe[0].pa.eq(prec_a), tile_pipe[0].pb.eq(prec_b),
-                     tile_pipe[0].beats.eq(Mux(prec_ok, beats_m1 + 1, 0)),
-                     tile_pipe[1].eq(tile_pipe[0]), tile_pipe[2].eq(tile_pipe[1])]
-        tile_pa, tile_pb, tile_beats = tile_pipe[2].pa, tile_pipe[2].pb, tile_pipe[2].beats
+                     tile_pipe[0].beats.eq(Mux(prec_ok, beats_m1 + 1, 0))]
+        m.d.sync += [later.eq(earlier) for earlier, later in zip(tile_pipe, tile_pipe[1:])]
+        tile_pa, tile_pb, tile_beats = tile_pipe[-1].pa, tile_pipe[-1].pb, tile_pipe[-1].beats
 
         # Corrections: result[r][c] = acc[r][c] - row_corr[r] - col_corr[c], modulo 2**acc_width, with
         # row_corr = row_sum << (pb - 1) - beats * lanes * 2**(pa + pb - 2), col_corr = col_sum << (pa - 1).

@@ -133,8 +133,8 @@ class TileGemm(wiring.Component):
     ``cmd`` is taken when the previous GEMM's last row has left.
 
     Latency: the first beat enters the array a few cycles after ``cmd`` (command and size registers, the
-    first tile read), a tile's first row leaves :data:`golden.core_timing.PE_DRAIN_DELAY` cycles after its
-    last beat; :mod:`golden.core_timing` counts both, cycle for cycle.
+    first tile read), a tile's first row leaves :data:`golden.core_timing.PE_DRAIN_DELAY` + ``stages``
+    cycles after its last beat; :mod:`golden.core_timing` counts both, cycle for cycle.
 
     Parameters
     ----------
@@ -146,6 +146,8 @@ class TileGemm(wiring.Component):
         Operand precisions (bits) of the array; each must satisfy ``lanes(p, p) <= tile``.
     dim_width, addr_width : int
         Bits of a size and of a tile address.
+    stages : int
+        Pipeline stages of the PE array (:class:`hw.pe_array.PEArray`).
 
     Members
     -------
@@ -157,7 +159,7 @@ class TileGemm(wiring.Component):
         The PE array's sticky error flag (a precision it was not built for).
     """
 
-    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width):
+    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, stages=0):
         for name, value in (("Tile size", tile), ("Maximum beat count", max_k), ("Size width", dim_width),
                             ("Address width", addr_width)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -172,7 +174,7 @@ class TileGemm(wiring.Component):
             raise ValueError(f"Size and address widths must be positive, not {dim_width!r} and {addr_width!r}")
         self._tile, self._max_k, self._precisions = tile, max_k, precisions
         self._dim_width, self._addr_width = dim_width, addr_width
-        self._pe = PEArray(rows=tile, cols=tile, max_k=max_k, precisions=precisions, drain_buffers=2)
+        self._pe = PEArray(rows=tile, cols=tile, max_k=max_k, precisions=precisions, drain_buffers=2, stages=stages)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(dim_width, addr_width))),
             "a_rd": Out(tile_read_signature(addr_width, tile)),

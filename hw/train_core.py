@@ -69,7 +69,8 @@ from .regmap import CSRBlock, Field, Register, RegisterMap, Window
 from .tile_gemm import ELEMENT_BITS, core_precisions
 
 
-__all__ = ["Algorithm", "INPUT_SLOTS", "register_map", "core_layer_precisions", "TrainCore", "geometry"]
+__all__ = ["Algorithm", "INPUT_SLOTS", "CORE_PIPELINED", "register_map", "core_layer_precisions", "core_stages",
+           "TrainCore", "geometry"]
 
 #: Mini-batch buffers of the input (and labels). A mini-batch is read by its step's first FF and last WG
 #: operation; in the pipelined step the next mini-batch is in use meanwhile, and a third one can stream
@@ -81,6 +82,16 @@ class Algorithm(enum.Enum, shape=2):
     BP = 0
     DFA = 1
     PDFA = 2
+
+
+#: The pipelined blocks inside the core (:mod:`hw.pipeline`); their depths follow the configuration.
+CORE_PIPELINED = ("pe", "output_error", "weight_update")
+
+
+def core_stages(config):
+    """``{block: stages}`` of the core's pipelined blocks in ``config`` (the engines' ``stages``, and
+    :class:`golden.core_timing.CoreTiming`'s)."""
+    return {block: config.stages(block) for block in CORE_PIPELINED}
 
 
 def core_layer_precisions(config):
@@ -389,7 +400,8 @@ class TrainCore(wiring.Component):
             m.d.comb += [port.addr.eq(writer.addr), port.data.eq(writer.data), port.en.eq(writer.en)]
 
         # -- engines and the controller (reset by `stop` too)
-        common = dict(tile=t, max_k=cfg.pe.max_k, precisions=bits, dim_width=dw, addr_width=aw)
+        common = dict(tile=t, max_k=cfg.pe.max_k, precisions=bits, dim_width=dw, addr_width=aw,
+                      stages=core_stages(cfg))
         ff = FFEngine(**common, classes=classes)
         ep = EPEngine(**common, classes=classes, max_rows=cfg.core.max_width)
         wg = WGEngine(**common)

@@ -52,6 +52,7 @@ from golden.core_timing import INPUT_SLOTS, CoreTiming, predict  # noqa: E402
 from golden.pdfa_schedule import ENGINES, Layer             # noqa: E402
 from hw.build import CliParser, json_out_problem           # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
+from hw.train_core import core_stages                      # noqa: E402
 from verif.runner import run_bench, simulator_status        # noqa: E402
 from verif.train_core_run import fit_error                  # noqa: E402
 
@@ -140,7 +141,7 @@ def job_of(config, plan, steps):
         for mode, (algorithm, serial) in ALGORITHMS.items():
             for k in run_lengths(steps):
                 cycles = predict(table_of(core, algorithm), k, tile=config.core.tile, batch=core.batch,
-                                 pipelined=algorithm == "pdfa", serial=bool(serial)).cycles
+                                 pipelined=algorithm == "pdfa", serial=bool(serial), stages=core_stages(config)).cycles
                 runs.append({"mode": mode, "algorithm": algorithm, "serial": serial, "steps": k,
                              "timeout_cycles": 4 * cycles + 100_000})
         mlps.append({"name": "-".join(map(str, core.sizes)),
@@ -240,7 +241,7 @@ def analyse(config, plan, result, steps):
                  "batch": core.batch, "precision": f"dfxp{core.precision[0]}", "algorithms": {}}
         for mode, (algorithm, serial) in ALGORITHMS.items():
             table = table_of(core, algorithm)
-            timing = CoreTiming(table, t, core.batch)
+            timing = CoreTiming(table, t, core.batch, core_stages(config))
             a, b = by[(name, mode, short)], by[(name, mode, long)]
             pa, pb = (predict(table, k, tile=t, batch=core.batch, pipelined=algorithm == "pdfa",
                               serial=bool(serial), timing=timing) for k in (short, long))

@@ -49,6 +49,7 @@ from golden.pdfa_schedule import Layer                      # noqa: E402
 from golden.training import load_digits_split               # noqa: E402
 from hw.build import CliParser, json_out_problem           # noqa: E402
 from hw.config import ConfigError, apply_overrides, preset  # noqa: E402
+from hw.train_core import core_stages                      # noqa: E402
 from verif.runner import run_bench, simulator_status        # noqa: E402
 from verif.train_core_run import fit_error                  # noqa: E402
 
@@ -152,7 +153,8 @@ def parse(argv=None):
     if max(steps) > most:
         parser.error(f"a run of {max(steps)} mini-batches is more than the core's steps register holds "
                      f"({most}, pdfa.sample_width); use --limit-steps")
-    cycles = predict(table_of(core), max(steps), tile=t, batch=batch, pipelined=core.pipelined).cycles
+    cycles = predict(table_of(core), max(steps), tile=t, batch=batch, pipelined=core.pipelined,
+                     stages=core_stages(config)).cycles
     if cycles >= 1 << min(config.pdfa.counter_width, 32):
         parser.error(f"a run of {max(steps)} mini-batches takes about {cycles} cycles, more than the core's cycle "
                      f"counter holds (pdfa.counter_width = {config.pdfa.counter_width}); use --limit-steps")
@@ -270,7 +272,8 @@ def simulate(job, progress):
                      "seed": job.core.seed},
             "epochs": len(job.steps), "limit_steps": job.limit_steps,
             "timeout_cycles": 4 * predict(table_of(job.core), max(job.steps), tile=job.config.core.tile,
-                                          batch=job.core.batch, pipelined=job.core.pipelined).cycles + 100_000}))
+                                          batch=job.core.batch, pipelined=job.core.pipelined,
+                                          stages=core_stages(job.config)).cycles + 100_000}))
         env = {"EDGETRAIN_RUN_IN": str(tmp / "in.json"), "EDGETRAIN_RUN_OUT": str(tmp / "out.json"),
                "EDGETRAIN_RUN_PROGRESS": str(tmp / "progress.jsonl")}
         done = threading.Event()
@@ -299,7 +302,7 @@ def report(job, result, build_seconds, wall_seconds):
     epochs = result["epochs"]
     table = table_of(job.core)
     predicted = [predict(table, e["steps"], tile=job.config.core.tile, batch=job.core.batch,
-                         pipelined=job.core.pipelined).cycles for e in epochs]
+                         pipelined=job.core.pipelined, stages=core_stages(job.config)).cycles for e in epochs]
     cycles = sum(e["cycles"] for e in epochs)
     steps = sum(e["steps"] for e in epochs)
     run_seconds = sum(e["run_seconds"] for e in epochs)

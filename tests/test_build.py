@@ -102,8 +102,9 @@ def test_synth(tmp_path):
         pytest.skip(str(exc))
     out = tmp_path / "out"
     blocks = [arg for b in ("pe", "pe_fixed16", "tsram") for arg in ("--block", b)]
+    # The PE unpipelined: its registers then match the baseline's.
     assert main(["--target", "synth", "--preset", "small", "--set", "pe.rows=1", "--set", "pe.cols=1",
-                 *blocks, "--out", str(out)]) == 0
+                 "--set", "pipeline.pe=0", *blocks, "--out", str(out)]) == 0
     report = json.loads((out / "small" / "synth" / "report.json").read_text())
     pe, base = report["blocks"]["pe"], report["blocks"]["pe_fixed16"]
     # The baseline holds a 32-bit product, the 38-bit accumulator and a flag: 71 flip-flops.

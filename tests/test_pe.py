@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from golden.dfxp import PRECISIONS, code_range, to_slices
 from golden.pe_array import GRID, lanes, offset_code, pe_dot, pe_offset_dot, span
-from hw.pe import BitScalablePE, Fixed16PE
+from hw.pe import MAX_STAGES, BitScalablePE, Fixed16PE
 
 PAIRS = list(itertools.product(PRECISIONS, PRECISIONS))
 
@@ -53,13 +53,13 @@ def multiplier_inputs(a, b, pa, pb):
     return ins_a, ins_b
 
 
-def rtl_pe_dots(beats, acc_width=44):
+def rtl_pe_dots(beats, acc_width=44, stages=0):
     """Run beats [(a, b, pa, pb)] through one BitScalablePE as one reduction; the accumulator after each."""
-    dut = BitScalablePE(acc_width=acc_width)
+    dut = BitScalablePE(acc_width=acc_width, stages=stages)
     out = []
 
     async def testbench(ctx):
-        for i, (a, b, pa, pb) in enumerate(beats + [(None,) * 4]):
+        for i, (a, b, pa, pb) in enumerate(beats + [(None,) * 4] * (1 + stages)):
             if a is None:
                 ctx.set(dut.a, [0] * 16)
                 ctx.set(dut.b, [0] * 16)
@@ -71,7 +71,7 @@ def rtl_pe_dots(beats, acc_width=44):
                 ctx.set(dut.ctl, {"first": int(i == 0), "a_ge2": int(pa >= 8), "a_eq4": int(pa >= 12),
                                   "b_ge2": int(pb >= 8), "b_eq4": int(pb >= 12)})
             await ctx.tick()
-            if i >= 1:      # two-cycle latency: after tick i, acc holds the sum through beat i - 1
+            if i >= 1 + stages:     # latency 2 + stages: after tick i, acc holds the sum through beat i - 1 - stages
                 out.append(ctx.get(dut.acc))
 
     sim = Simulator(dut)
@@ -98,29 +98,32 @@ def test_ref_offset_dot():
         assert pe_offset_dot(a, b, pa, pb) == int(np.dot(offset_code(a, pa), offset_code(b, pb)))
 
 
-def test_sim_all_pairs():
+@pytest.mark.parametrize("stages", range(MAX_STAGES + 1))
+def test_sim_all_pairs(stages):
     # One reduction that changes precision every beat: each beat's shifts must follow its own spans.
     rng = np.random.default_rng(1)
     beats = []
     for pa, pb in PAIRS * 3:
         n = lanes(pa, pb)
         beats.append((_operands(rng, pa, n), _operands(rng, pb, n), pa, pb))
-    assert rtl_pe_dots(beats) == ref_pe_dots(beats)
+    assert rtl_pe_dots(beats, stages=stages) == ref_pe_dots(beats)
 
 
-def test_sim_extremes():
+@pytest.mark.parametrize("stages", range(MAX_STAGES + 1))
+def test_sim_extremes(stages):
     beats = []
     for pa, pb in PAIRS:
         n = lanes(pa, pb)
         (lo_a, hi_a), (lo_b, hi_b) = code_range(pa), code_range(pb)
         beats += [([lo_a] * n, [lo_b] * n, pa, pb), ([hi_a] * n, [lo_b] * n, pa, pb),
                   ([hi_a] * n, [hi_b] * n, pa, pb), ([0] * n, [lo_b] * n, pa, pb)]
-    assert rtl_pe_dots(beats) == ref_pe_dots(beats)
+    assert rtl_pe_dots(beats, stages=stages) == ref_pe_dots(beats)
 
 
 def test_init():
     pe = BitScalablePE(acc_width=40)
-    assert pe.acc_width == 40
+    assert pe.acc_width == 40 and pe.stages == 0 and pe.latency == 2
+    assert BitScalablePE(acc_width=40, stages=MAX_STAGES).latency == 2 + MAX_STAGES
     assert pe.signature.members["acc"].shape.width == 40
     assert Fixed16PE(acc_width=40).acc_width == 40
 
@@ -131,6 +134,13 @@ def test_init_wrong_acc_width(cls):
         cls(acc_width="40")
     with pytest.raises(ValueError, match=r"Accumulator width must be at least 33 bits, not 32"):
         cls(acc_width=32)
+
+
+def test_init_wrong_stages():
+    with pytest.raises(TypeError, match=r"Stages must be an integer, not '1'"):
+        BitScalablePE(acc_width=40, stages="1")
+    with pytest.raises(ValueError, match=rf"Stages must be from 0 to {MAX_STAGES}, not {MAX_STAGES + 1}"):
+        BitScalablePE(acc_width=40, stages=MAX_STAGES + 1)
 
 
 def test_sim_fixed16():

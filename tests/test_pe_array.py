@@ -12,6 +12,7 @@ from golden import pe_array as golden
 from golden.dfxp import PRECISIONS, code_range
 from hw.build import BLOCKS, Block, elaborate
 from hw.config import apply_overrides, preset
+from hw.pe import MAX_STAGES
 from hw.pe_array import PRECISION_CODES, Mode, PEArray
 from verif.runner import _verilator_env, run_bench, simulator_status
 
@@ -147,17 +148,18 @@ def _cases(rng, rows, cols, modes=tuple(golden.Mode), pairs=PAIRS):
     return cases
 
 
-def test_sim_all_modes_and_pairs():
-    dut = PEArray(rows=2, cols=3, max_k=64)
+@pytest.mark.parametrize("stages", range(MAX_STAGES + 1))
+def test_sim_all_modes_and_pairs(stages):
+    dut = PEArray(rows=2, cols=3, max_k=64, stages=stages)
     cases = _cases(np.random.default_rng(2), 2, 3)
     for got, want in zip(rtl_gemms(dut, cases), ref_gemms(cases)):
         assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("stall", [0.0, 0.3])
-def test_sim_two_drain_buffers(stall):
+@pytest.mark.parametrize("stall, stages", [(0.0, 0), (0.3, 0), (0.0, 1), (0.3, MAX_STAGES)])
+def test_sim_two_drain_buffers(stall, stages):
     # Short reductions back to back: a finished tile waits behind the draining one, nothing is lost.
-    dut = PEArray(rows=2, cols=3, max_k=64, drain_buffers=2)
+    dut = PEArray(rows=2, cols=3, max_k=64, drain_buffers=2, stages=stages)
     cases = _cases(np.random.default_rng(7), 2, 3, pairs=[(8, 8), (16, 16), (4, 8), (12, 4)])
     for got, want in zip(rtl_gemms(dut, cases, stall=stall), ref_gemms(cases)):
         assert np.array_equal(got, want)
@@ -174,12 +176,15 @@ def test_sim_drain_rows(rows, drain_rows, drain_buffers, stall):
         assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("drain_rows, drain_buffers, gaps", [(4, 2, 0), (2, 2, 1), (4, 1, 6), (1, 2, 5)])
-def test_drain_bound(drain_rows, drain_buffers, gaps):
+@pytest.mark.parametrize("drain_rows, drain_buffers, stages, gaps", [
+    (4, 2, 0, 0), (2, 2, 0, 1), (4, 1, 0, 6), (1, 2, 0, 5),
+    (4, 2, 1, 1), (2, 2, 1, 2), (4, 1, 1, 9), (1, 2, 1, 6)])
+def test_drain_bound(drain_rows, drain_buffers, stages, gaps):
     # 4 commands of 2 beats (8x8-bit reductions of 8) on a 4-row array: a tile owns a drain buffer for
-    # 3 + s cycles after its last beat (s = transfers per tile) and the drain sends a tile per s cycles, so
-    # with two buffers 2-beat commands go at full rate only when the whole tile leaves in one transfer.
-    dut = PEArray(rows=4, cols=2, max_k=16, drain_buffers=drain_buffers, drain_rows=drain_rows)
+    # d + s cycles after its last beat (d = 3 + stages, s = transfers per tile) and the drain sends a tile per
+    # s cycles, so with two buffers 2-beat commands go at full rate only when the whole tile leaves in one
+    # transfer and the PEs are not pipelined.
+    dut = PEArray(rows=4, cols=2, max_k=16, drain_buffers=drain_buffers, drain_rows=drain_rows, stages=stages)
     rng = np.random.default_rng(5)
     a, b = _random(rng, (16, 8), 8), _random(rng, (2, 8), 8)
     jobs = list(golden.tile_jobs(golden.Mode.FF, a, b, 8, 8, 4, 2))

@@ -135,6 +135,16 @@ def test_gemm_rows(m, n, k, tile, precision, expect):
     assert gemm_rows(m, n, k, tile=tile, precision=precision) == expect
 
 
+def test_gemm_rows_pipelined_pes():
+    # Each PE stage delays the first row by a cycle; tiles of 4 with two stages are bound by the two drain
+    # buffers: a tile owns one for 3 + 2 + 4 cycles, two tiles per 9 cycles.
+    assert gemm_rows(8, 8, 8, tile=8, precision=8, pe_stages=1) == (5 + 2 - 1 + 4 + 1, 8, 1, 7)
+    assert gemm_rows(5, 3, 9, tile=4, precision=8, pe_stages=1) == (5 + 3 - 1 + 4 + 1, 4, 2, 0)
+    assert gemm_rows(5, 3, 9, tile=4, precision=8, pe_stages=2) == (5 + 3 - 1 + 4 + 2, 5, 2, 0)
+    timing = CoreTiming(mlp([64, 128, 128, 10], feedback="bp"), 8, 32, {"pe": 1})
+    assert timing.wg(1) == CoreTiming(mlp([64, 128, 128, 10], feedback="bp"), 8, 32).wg(1) + 1
+
+
 def test_durations_by_hand():
     t, batch = 8, 32
     timing = CoreTiming(mlp([64, 128, 128, 10], feedback="bp"), t, batch)
