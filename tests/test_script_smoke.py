@@ -110,6 +110,21 @@ def test_train_golden(tmp_path):
     assert any(out.iterdir())
 
 
+def test_bench_timing(tmp_path):
+    out = tmp_path / "timing.json"
+    run("bench_timing.py", "--preset", "small", "--block", "pe", out=out)
+    report = json.loads(out.read_text())
+    depths = report["blocks"]["pe"]["depths"]
+    assert [d["stages"] for d in depths] == list(range(len(depths))) and len(depths) >= 2
+    assert all(d["critical_path_ns"] > 0 and d["area_um2"] > 0 for d in depths)
+    # Each stage cuts the longest path and adds flip-flops.
+    assert depths[-1]["critical_path_ns"] < depths[0]["critical_path_ns"]
+    assert depths[-1]["flip_flops"] > depths[0]["flip_flops"]
+    density = report["pe_density"]
+    assert density["area_ratio"] > 1 and density["bit_scalable"]["gmacs_per_mm2_at_clock"]["4"] > \
+        density["fixed16"]["gmacs_per_mm2_at_clock"]["4"]
+
+
 @pytest.mark.parametrize("script, args", [
     ("bench_pe_array.py", ["--preset", "small"]),
     ("bench_tsram.py", ["--preset", "small"]),
@@ -118,6 +133,7 @@ def test_train_golden(tmp_path):
     ("bench_pdfa.py", []),
     ("fp8_accuracy.py", []),
     ("bench_generator.py", ["--preset", "small"]),
+    ("bench_timing.py", ["--preset", "small"]),
 ])
 def test_bad_out(script, args, tmp_path):
     blocker = tmp_path / "file"
