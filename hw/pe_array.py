@@ -593,18 +593,24 @@ class PEArray(wiring.Component):
         m.d.sync += [tile_pipe[0].pa.eq(prec_a), tile_pipe[0].pb.eq(prec_b),
                      tile_pipe[0].beats.eq(Mux(prec_ok, beats_m1 + 1, 0))]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(tile_pipe, tile_pipe[1:])]
-        tile_pa, tile_pb, tile_beats = tile_pipe[-1].pa, tile_pipe[-1].pb, tile_pipe[-1].beats
 
         # Corrections: result[r][c] = acc[r][c] - row_corr[r] - col_corr[c], modulo 2**acc_width, with
         # row_corr = row_sum << (pb - 1) - beats * lanes * 2**(pa + pb - 2), col_corr = col_sum << (pa - 1).
-        row_shift = Signal(range(16))
-        col_shift = Signal(range(16))
-        const_shift = Signal(range(64))
-        m.d.comb += [row_shift.eq(4 * tile_pb + 3), col_shift.eq(4 * tile_pa + 3)]
+        # What depends on the tile's parameters alone is registered from the stage before the last: it is
+        # ready with the tile (tile_pipe[-1] is tile_pipe[-2] one cycle later), off the drain's path.
+        pre = tile_pipe[-2]
+        shift_pa = Signal(2)
+        shift_pb = Signal(2)
+        beats_term = Signal(width)
         def log2_span(code):    # spans 1, 2, 4, 4 for codes 0..3
             return Mux(code[1], 2, code[0])
         # log2(lanes) = (2 - log2 span_a) + (2 - log2 span_b); pa + pb - 2 = 4*(code_a + code_b) + 6.
-        m.d.comb += const_shift.eq(10 + 4 * (tile_pa + tile_pb) - log2_span(tile_pa) - log2_span(tile_pb))
+        const_shift = Signal(range(64))
+        m.d.comb += const_shift.eq(10 + 4 * (pre.pa + pre.pb) - log2_span(pre.pa) - log2_span(pre.pb))
+        m.d.sync += [shift_pa.eq(pre.pa), shift_pb.eq(pre.pb), beats_term.eq(pre.beats << const_shift)]
+        # Shifts 4 * code + 3: a 4-way choice, the low bits constant.
+        row_shift = Cat(Const(3, 2), shift_pb)
+        col_shift = Cat(Const(3, 2), shift_pa)
 
         # Drain buffer: per column a shift register of tile rows (a _DrainColumn, the same for every column),
         # the top `drain_rows` rows on `o`, corrected on the way out; each transfer shifts by `drain_rows` rows.
@@ -616,7 +622,7 @@ class PEArray(wiring.Component):
         hold_row_corr = [Signal(width, name=f"hold_row_corr{r}") for r in range(rows)] if two else None
         row_count = Signal(range(max(steps, 2)))   # transfers of the tile done (one bit when there is one)
         final = row_count == steps - 1
-        new_row_corr = [(row_sums[r] << row_shift) - (tile_beats << const_shift) for r in range(rows)]
+        new_row_corr = [(row_sums[r] << row_shift) - beats_term for r in range(rows)]
         new_col_corr = [col_sums[c] << col_shift for c in range(cols)]
 
         take = self.o.valid & self.o.ready
