@@ -89,7 +89,7 @@ PE_DRAIN_DELAY = 4
 FF_TAIL = 5
 #: Cycles from an EP operation's last row (BP or DFA) to ``done``.
 EP_TAIL = 6
-#: Cycles from a WG operation's last kept row to ``done``.
+#: Cycles from a WG operation's last kept row to ``done`` (plus the weight-update unit's pipeline stages).
 WG_TAIL = 8
 #: The conversion unit's latency (:attr:`hw.requant.ConversionUnit.LATENCY`).
 CONVERSION_LATENCY = 2
@@ -108,9 +108,11 @@ INPUT_LEAD = 1
 INPUT_SLOTS = 3
 
 
-def oe_latency(classes):
-    """Cycles from a group's last logit to its first error code (:attr:`hw.output_error.OutputErrorUnit.latency`)."""
-    return classes + RECIP_CYCLES + 8 + CONVERSION_LATENCY
+def oe_latency(classes, stages=0):
+    """Cycles from a group's last logit to its first error code (:attr:`hw.output_error.OutputErrorUnit.latency`)
+    of an output-error unit of ``stages`` pipeline stages (two registers each: one in the exponent and the
+    divider's loop, one before the output)."""
+    return classes + RECIP_CYCLES + 8 + CONVERSION_LATENCY + 2 * stages
 
 
 def oe_group_cycles(classes):
@@ -191,7 +193,7 @@ class CoreTiming:
         out = None
         for g in range(groups):
             last_logit = first + ((g + 1) * row_tiles - 1) * period + kept + CONVERSION_LATENCY
-            start = last_logit + oe_latency(self.classes)
+            start = last_logit + oe_latency(self.classes, self.stages.get("output_error", 0))
             out = start if out is None else max(start, out + oe_group_cycles(self.classes))
         return out + self.classes - 1 + OE_TAIL
 
@@ -212,7 +214,7 @@ class CoreTiming:
         """Cycles of ``WG(layer)`` (gradient, conversion, update)."""
         entry = self.table[layer]
         first, period, tiles, kept = self._gemm(entry.n_out, entry.n_in, self.batch, entry.precision)
-        return first + (tiles - 1) * period + kept + WG_TAIL
+        return first + (tiles - 1) * period + kept + WG_TAIL + self.stages.get("weight_update", 0)
 
     def duration(self, engine, layer, sample=0):
         """:func:`golden.pdfa_schedule.simulate`'s ``duration``: cycles of an operation (any sample)."""

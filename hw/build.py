@@ -110,10 +110,11 @@ BLOCKS = {
     "requant": Block("edgetrain_requant", lambda c: ConversionUnit(lanes=c.pe.cols, acc_width=c.pe.acc_width),
                      "conversion unit: accumulators to DFXP codes (rounding, saturation, overflow counters)"),
     "output_error": Block("edgetrain_output_error",
-                          lambda c: OutputErrorUnit(lanes=c.pe.cols, classes=c.dfa.classes),
+                          lambda c: OutputErrorUnit(lanes=c.pe.cols, classes=c.dfa.classes,
+                                                    stages=c.stages("output_error")),
                           "output-error unit: integer softmax minus one-hot, to DFXP error codes"),
     "weight_update": Block("edgetrain_weight_update",
-                           lambda c: WeightUpdateUnit(lanes=c.pe.cols),
+                           lambda c: WeightUpdateUnit(lanes=c.pe.cols, stages=c.stages("weight_update")),
                            "weight-update unit: 16-bit masters minus the stochastically rounded gradient"),
 }
 

@@ -188,7 +188,8 @@ class FFEngine(_Engine):
         m.submodules.gemm = gemm = self._gemm()
         m.submodules.conv = conv = requant.ConversionUnit(lanes=t, acc_width=gemm.acc_width, max_beats=self._max_beats)
         m.submodules.oe = oe = output_error.OutputErrorUnit(lanes=t, classes=self._classes,
-                                                            max_groups=max(2, self._max_k))
+                                                            max_groups=max(2, self._max_k),
+                                                            stages=self._depth("output_error"))
         m.submodules.tags = tags = TagQueue(shape=_tag_layout(dw, aw, t), depth=8)
         m.submodules.act_writer = act_writer = TileWriter(addr_width=aw, tile=t, element_bits=ELEMENT_BITS)
         m.submodules.mask_writer = mask_writer = TileWriter(addr_width=aw, tile=t, element_bits=1)
@@ -556,7 +557,8 @@ class WGEngine(_Engine):
         log_t = self._log_t()
         m.submodules.gemm = gemm = self._gemm()
         m.submodules.conv = conv = requant.ConversionUnit(lanes=t, acc_width=gemm.acc_width, max_beats=self._max_beats)
-        m.submodules.update = update = WeightUpdateUnit(lanes=t, max_beats=self._max_beats)
+        m.submodules.update = update = WeightUpdateUnit(lanes=t, max_beats=self._max_beats,
+                                                        stages=self._depth("weight_update"))
         tag_shape = _tag_layout(dw, aw, t)
         m.submodules.conv_tags = conv_tags = TagQueue(shape=tag_shape, depth=8)
         row_shape = data.StructLayout({"grad": data.ArrayLayout(signed(ELEMENT_BITS), t), "tag": tag_shape})

@@ -1,7 +1,7 @@
 """Output-error unit: logits and labels in, the error ``p - onehot(label)`` of an integer base-2 softmax out,
 as stochastically rounded DFXP codes (:func:`golden.core.output_error`)."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -9,18 +9,19 @@ from amaranth.lib.wiring import In, Out
 from golden.core import ERROR_FRAC_IN, EXP2_TABLE, EXP_FRAC_BITS, LOG2E, RECIP_BITS
 from . import requant
 from .lfsr import STATE_BITS, seed_layout
-from .requant import ConversionUnit
+from .requant import ConversionUnit, wire
 
 
 __all__ = ["STAGE_DELAYS_NS", 
     "LOGIT_WIDTH", "ERROR_WIDTH", "RECIP_WIDTH", "RECIP_STEPS_PER_CYCLE", "RECIP_CYCLES",
     "command_layout", "input_layout", "softmax_command_layout", "error_layout", "max_beats",
-    "exp2_exponent", "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
+    "exp2_product", "exp2_product_first", "exp2_product_second", "exp2_shift", "exp2_exponent", "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
 ]
 
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
-#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`).
-STAGE_DELAYS_NS = (5.96,)
+#: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`), as
+#: ``python -m hw.build --target synth --block output_error --set pipeline.output_error=D`` reports it.
+STAGE_DELAYS_NS = (5.96, 5.03)
 
 #: Bits of a logit code.
 LOGIT_WIDTH = 16
@@ -39,6 +40,11 @@ _ONE_Q16 = 1 << 16
 # The smallest exponent kept apart: every t <= -(16 << EXP_FRAC_BITS) gives E = 0, so t is clamped there.
 _T_MIN = -(16 << EXP_FRAC_BITS)
 _T_WIDTH = 11
+# Bits of d * LOG2E for a 17-bit d (|d| < 2**16: |d * LOG2E| < 2**29).
+_PROD_WIDTH = 30
+# LOG2E = 19 * 311: the pipelined exponent multiplies by each in its own stage (19 * d fits 22 bits).
+_LOG2E_A, _LOG2E_B, _PROD_A_WIDTH = 19, 311, 22
+assert _LOG2E_A * _LOG2E_B == LOG2E
 
 
 def _group_bits(max_groups):
@@ -85,15 +91,66 @@ def max_beats(classes, max_groups):
     return 1 << max(1, (classes * max_groups - 1).bit_length())
 
 
-def exp2_exponent(d, scale):
-    """The base-2 exponent ``t = floor(d * LOG2E / 2**scale)`` of a logit difference ``d <= 0`` (at most 17
-    bits) with ``scale = frac_z + 12 - 6``, as logic, clamped to ``[-1024, 0]`` (every ``t <= -1024`` gives
-    ``E = 0``). For ``scale <= 0`` the left shift is not built: ``d * LOG2E`` is 0 or at most ``-LOG2E``,
-    below the clamp already, and shifting it left keeps it there. Returns an 11-bit signed value."""
-    prod = d * LOG2E                                    # <= 0, above -2**29
+def _signed_digits(n):
+    """The canonical signed-digit form of ``n > 0``: ``(sign, shift)`` pairs with ``n = sum(sign << shift)``,
+    no two shifts adjacent (LOG2E = 5909 = 2**13 - 2**11 - 2**8 + 2**4 + 2**2 + 1: six terms, not seven)."""
+    digits, shift = [], 0
+    while n:
+        if n & 1:
+            sign = 2 - (n & 3)
+            digits.append((sign, shift))
+            n -= sign
+        n >>= 1
+        shift += 1
+    return digits
+
+
+def _digit_sum(pairs, width):
+    """``sum(value * factor)`` over the ``(value, factor)`` pairs (integer factors, either sign), as one sum of
+    the shifted values the factors' signed digits name (:func:`_signed_digits`), which synthesis makes one
+    carry-save tree; a ``signed(width)`` value (the sum must fit)."""
+    total = None
+    for value, factor in pairs:
+        for sign, shift in _signed_digits(abs(factor)):
+            term = (value << shift) if sign * factor > 0 else -(value << shift)
+            total = term if total is None else total + term
+    return total[:width].as_signed()
+
+
+def exp2_product(d):
+    """``d * LOG2E`` for a logit difference ``d <= 0`` (at most 17 bits), as logic: at most 0, above
+    ``-2**29``; a ``signed(30)`` value, one carry-save tree of the signed digits of LOG2E rather than a
+    multiplier."""
+    return _digit_sum([(d, LOG2E)], _PROD_WIDTH)
+
+
+def exp2_product_first(z, zmax):
+    """The pipelined :func:`exp2_product`'s first stage (LOG2E = 19 * 311): ``19 * (z - zmax)`` for a logit
+    ``z`` and its column's maximum, from six terms (no subtraction before them); a ``signed(22)`` value."""
+    return _digit_sum([(z, _LOG2E_A), (zmax, -_LOG2E_A)], _PROD_A_WIDTH)
+
+
+def exp2_product_second(x):
+    """The pipelined :func:`exp2_product`'s second stage: ``311 * x`` for ``x`` of
+    :func:`exp2_product_first`, from four terms; a ``signed(30)`` value."""
+    return _digit_sum([(x, _LOG2E_B)], _PROD_WIDTH)
+
+
+def exp2_shift(prod, scale):
+    """``t = floor(prod / 2**scale)`` for ``prod = d * LOG2E`` (:func:`exp2_product`) with ``scale = frac_z +
+    12 - 6``, as logic, clamped to ``[-1024, 0]`` (every ``t <= -1024`` gives ``E = 0``). For ``scale <= 0`` the
+    left shift is not built: ``prod`` is 0 or at most ``-LOG2E``, below the clamp already, and shifting it left
+    keeps it there. Returns an 11-bit signed value."""
     amount = Mux(scale > 31, 31, scale.as_unsigned()[:5])
     t = Mux(scale > 0, prod >> amount, prod)            # arithmetic shift: the floor
     return Mux(t < _T_MIN, _T_MIN, t)[:_T_WIDTH].as_signed()
+
+
+def exp2_exponent(d, scale):
+    """The base-2 exponent ``t = floor(d * LOG2E / 2**scale)`` of a logit difference ``d <= 0`` (at most 17
+    bits) with ``scale = frac_z + 12 - 6``, as logic, clamped to ``[-1024, 0]``: ``d * LOG2E`` then
+    :func:`exp2_shift`. Returns an 11-bit signed value."""
+    return exp2_shift(d * LOG2E, scale)
 
 
 def _rom(index, values, bits):
@@ -121,16 +178,27 @@ def _check_int(name, value, low, high=None):
         raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
 
 
+def _check_stages(stages):
+    if not isinstance(stages, int) or isinstance(stages, bool):
+        raise TypeError(f"Stages must be an integer, not {stages!r}")
+    if not 0 <= stages <= len(STAGE_DELAYS_NS) - 1:
+        raise ValueError(f"Stages must be from 0 to {len(STAGE_DELAYS_NS) - 1}, not {stages!r}")
+
+
 class Reciprocal(wiring.Component):
     """Per lane, the reciprocal ``R = floor(2**35 / S)`` of a softmax sum ``S >= 2**15``.
 
     A restoring divider per lane, :data:`RECIP_STEPS_PER_CYCLE` quotient bits per cycle (radix 4): the
     partial remainder starts at ``2**35 >> 22`` (below ``S``, so the quotient has 22 bits, the top one 0)
-    and each step doubles it and subtracts ``S`` when it fits.
+    and each step doubles it and subtracts ``S`` when it fits. At ``stages=0`` a cycle runs the two steps one
+    after the other. At ``stages=1`` it finds the cycle's digit ``k`` (0 to 3) at once, the largest with
+    ``4r - kS >= 0``, from three subtractions side by side; ``3S`` is a register, computed in a division's
+    first cycle and all ones during it, which is exact because that digit is at most 1 (``4 * 2**13 <
+    3S``). The same cycles at every depth: the stage is the ``3S`` register and a shorter path, not a cycle.
 
-    Latency: the result is on ``o`` :data:`RECIP_CYCLES` (11) cycles after ``i`` is taken. ``i`` is taken only
-    while the divider is idle and its last result has been taken (one division at a time); the result is
-    held on ``o`` until taken.
+    Latency: the result is on ``o`` :data:`RECIP_CYCLES` (11) cycles after ``i`` is taken, at every depth.
+    ``i`` is taken only while the divider is idle and its last result has been taken (one division at a
+    time); the result is held on ``o`` until taken.
 
     Parameters
     ----------
@@ -138,6 +206,8 @@ class Reciprocal(wiring.Component):
         Sums per transfer, 1 to 64.
     sum_width : int
         Bits of a sum, 16 to 32 (``S`` must be at least ``2**15``).
+    stages : int
+        0 (two restoring steps in a row per cycle) or 1 (one radix-4 digit from parallel subtractions).
 
     Members
     -------
@@ -145,10 +215,11 @@ class Reciprocal(wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(unsigned(RECIP_WIDTH), lanes)))
     """
 
-    def __init__(self, *, lanes, sum_width):
+    def __init__(self, *, lanes, sum_width, stages=0):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Sum width", sum_width, 16, 32)
-        self._lanes, self._sum_width = lanes, sum_width
+        _check_stages(stages)
+        self._lanes, self._sum_width, self._stages = lanes, sum_width, stages
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(sum_width), lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(RECIP_WIDTH), lanes))),
@@ -162,15 +233,32 @@ class Reciprocal(wiring.Component):
         divisor = Signal(data.ArrayLayout(unsigned(width), lanes))
         rem = Signal(data.ArrayLayout(unsigned(width), lanes))       # always below the divisor
         quot = Signal(data.ArrayLayout(unsigned(_RECIP_STEPS), lanes))
+        # stages=1: three times the divisor, from the first cycle of a division on (all ones before).
+        triple = Signal(data.ArrayLayout(unsigned(width + 2), lanes))
 
         m.d.comb += self.i.ready.eq(~busy & ~self.o.valid)
         for lane in range(lanes):
-            r, q = rem[lane], quot[lane]
-            for _ in range(RECIP_STEPS_PER_CYCLE):
-                doubled = r << 1
-                fits = doubled >= divisor[lane]
-                r = Mux(fits, doubled - divisor[lane], doubled)[:width]
-                q = (q << 1 | fits)[:_RECIP_STEPS]
+            r, q, d = rem[lane], quot[lane], divisor[lane]
+            if self._stages == 0:
+                # Two restoring steps in a row.
+                for _ in range(RECIP_STEPS_PER_CYCLE):
+                    doubled = r << 1
+                    fits = doubled >= d
+                    r = Mux(fits, doubled - d, doubled)[:width]
+                    q = (q << 1 | fits)[:_RECIP_STEPS]
+            else:
+                # Both steps at once: the quotient digit k is the largest of 0..3 with 4r - kD >= 0, from three
+                # subtractions side by side. In the first cycle ``triple`` is still all ones, which excludes
+                # k = 3 - right there, as 4 * 2**13 < 3S.
+                x = r << 2
+                diffs = [wire(m, x - d, f"sub1_{lane}"), wire(m, x - (d << 1), f"sub2_{lane}"),
+                         wire(m, x - triple[lane], f"sub3_{lane}")]
+                fit = [~t[-1] for t in diffs]
+                # fit[2] implies fit[1], which implies fit[0]: a balanced tree of two multiplexer levels.
+                r = Mux(fit[1], Mux(fit[2], diffs[2], diffs[1]), Mux(fit[0], diffs[0], x))[:width]
+                q = (q << 2 | Cat(fit[2] | (fit[0] & ~fit[1]), fit[1]))[:_RECIP_STEPS]
+                with m.If(busy):
+                    m.d.sync += triple[lane].eq(d + (d << 1))
             with m.If(busy):
                 m.d.sync += [rem[lane].eq(r), quot[lane].eq(q)]
             m.d.comb += self.o.payload[lane].eq(quot[lane][:RECIP_WIDTH])
@@ -184,7 +272,8 @@ class Reciprocal(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [busy.eq(1), count.eq(RECIP_CYCLES - 1), divisor.eq(self.i.payload)]
             for lane in range(lanes):
-                m.d.sync += [rem[lane].eq(1 << (RECIP_BITS - _RECIP_STEPS)), quot[lane].eq(0)]
+                m.d.sync += [rem[lane].eq(1 << (RECIP_BITS - _RECIP_STEPS)), quot[lane].eq(0),
+                             triple[lane].eq(-1)]
         return m
 
 
@@ -209,13 +298,23 @@ class SoftmaxUnit(wiring.Component):
       and into the running sum ``S``; then ``S`` to the :class:`Reciprocal`;
     * **output** (when ``R`` is ready): ``p = (E * R) >> 19`` and ``g`` per lane, one row per cycle.
 
-    Latency: a group's first ``g`` can be taken :attr:`latency` = ``classes + 18`` cycles after its last
-    logit beat (no stalls and no earlier group in the way). Throughput: a group every :attr:`group_cycles` =
-    ``classes + 15`` cycles in steady state (the exponent pass of a group runs beside the output pass of
-    the one before, then waits for its reciprocal); the input stage takes a group's beats while the other
-    two work on the previous groups. A new job's command is taken the cycle after the previous job's last
-    beat. Back-pressure on ``o`` stalls the output stage and, through the buffers, the others; ``i`` is
-    taken only while a job is open and the logit buffer has room.
+    ``stages=1`` (``pipeline.output_error``) cuts the long paths: the divider finds a radix-4 digit from
+    parallel subtractions (:class:`Reciprocal`, same cycles); the exponent pass gets two more registers,
+    ``19 * d`` and ``311 * (19 * d) = d * LOG2E`` (:func:`exp2_product_first`, :func:`exp2_product_second`:
+    carry-save trees of signed digits), before the shift (:func:`exp2_shift`); the output stage one, the products of ``E`` with the two halves of ``R``. The
+    exponent pass and the reciprocal form a loop (a group's rows go into the exponent buffer as the output
+    stage reads the previous group's, which needs that group's ``R``), so the two cycles it gains are won
+    back in it: the output stage reads a group's first row in the cycle it takes its ``R``, and the exponent
+    pass issues a row in the cycle the output stage frees one of the full buffer (and so starts as soon as
+    the previous group has left it, not once the reciprocal is free).
+
+    Latency: a group's first ``g`` can be taken :attr:`latency` = ``classes + 18 + 2 * stages`` cycles after
+    its last logit beat (no stalls and no earlier group in the way). Throughput: a group every
+    :attr:`group_cycles` = ``classes + 15`` cycles in steady state at every depth (the exponent pass of a
+    group runs beside the output pass of the one before, then waits for its reciprocal); the input stage
+    takes a group's beats while the other two work on the previous groups. A new job's command is taken the
+    cycle after the previous job's last beat. Back-pressure on ``o`` stalls the output stage and, through the
+    buffers, the others; ``i`` is taken only while a job is open and the logit buffer has room.
 
     Parameters
     ----------
@@ -225,6 +324,8 @@ class SoftmaxUnit(wiring.Component):
         Logits per sample, 2 to 256.
     max_groups : int
         Most groups per job (sets the width of ``groups_m1``).
+    stages : int
+        Register stages added for the clock, 0 to ``len(STAGE_DELAYS_NS) - 1`` (see above).
 
     Members
     -------
@@ -233,11 +334,12 @@ class SoftmaxUnit(wiring.Component):
     o : Out(stream.Signature(error_layout(lanes)))
     """
 
-    def __init__(self, *, lanes, classes, max_groups=1024):
+    def __init__(self, *, lanes, classes, max_groups=1024, stages=0):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Class count", classes, 2, 256)
         _check_int("Group limit", max_groups, 1)
-        self._lanes, self._classes, self._max_groups = lanes, classes, max_groups
+        _check_stages(stages)
+        self._lanes, self._classes, self._max_groups, self._stages = lanes, classes, max_groups, stages
         super().__init__({
             "cmd": In(stream.Signature(softmax_command_layout(max_groups))),
             "i": In(stream.Signature(input_layout(lanes, classes))),
@@ -247,10 +349,11 @@ class SoftmaxUnit(wiring.Component):
     lanes = property(lambda self: self._lanes)
     classes = property(lambda self: self._classes)
     max_groups = property(lambda self: self._max_groups)
+    stages = property(lambda self: self._stages)
     #: Cycles per group in steady state without stalls.
     group_cycles = property(lambda self: self._classes + RECIP_CYCLES + 4)
     #: Cycles from a group's last logit beat to its first ``g`` beat, without stalls or earlier groups.
-    latency = property(lambda self: self._classes + RECIP_CYCLES + 7)
+    latency = property(lambda self: self._classes + RECIP_CYCLES + 7 + 2 * self._stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -262,7 +365,7 @@ class SoftmaxUnit(wiring.Component):
 
         m.submodules.zbuf = zbuf = Memory(shape=logits, depth=classes, init=[])
         m.submodules.ebuf = ebuf = Memory(shape=data.ArrayLayout(unsigned(16), lanes), depth=classes, init=[])
-        m.submodules.recip = recip = Reciprocal(lanes=lanes, sum_width=sum_width)
+        m.submodules.recip = recip = Reciprocal(lanes=lanes, sum_width=sum_width, stages=self._stages)
         zw, zr = zbuf.write_port(), zbuf.read_port()        # synchronous reads, not transparent
         ew, er = ebuf.write_port(), ebuf.read_port()
         z_rows = Signal(range(classes + 1))     # logit rows written and not yet read
@@ -315,28 +418,50 @@ class SoftmaxUnit(wiring.Component):
         b_scale = Signal(signed(8))
         b_label = Signal(labels)
         b_en = Signal(lanes)
-        # S goes to the reciprocal with the group's last E; starting only while the reciprocal is idle and
-        # empty keeps it free for that moment (and costs nothing: the group's E rows wait for buffer room,
-        # which the output stage frees once it has taken the previous R).
-        b_start = ab_valid & ~b_busy & recip.i.ready
+        # S goes to the reciprocal with the group's last E, which must find it idle and empty. At stages=0 a
+        # group starts only while the reciprocal is idle and empty (which costs nothing: the group's E rows
+        # wait for buffer room, which the output stage frees once it has taken the previous R). With stages,
+        # E has two more registers; to keep the group rate, a group starts as soon as the previous one has
+        # left this stage and a row issues in the cycle the output stage reads a row of the full buffer
+        # (c_issue; the row is written cycles after that read). The buffer keeps the reciprocal free all the
+        # same: a group's first row issues only once the output stage reads the previous group's rows, that
+        # is once it has taken that group's R.
+        b_start = ab_valid & ~b_busy & (recip.i.ready if self._stages == 0 else 1)
         with m.If(b_start):
             m.d.sync += [ab_valid.eq(0), b_busy.eq(1), b_issuing.eq(1), b_ptr.eq(0), b_max.eq(ab_max),
                          b_scale.eq(ab_scale), b_label.eq(ab_label), b_en.eq(ab_en)]
         b_issue = Signal()
         b_last = b_ptr == classes - 1
-        m.d.comb += [b_issue.eq(b_issuing & (e_rows != classes)), zr.addr.eq(b_ptr), zr.en.eq(b_issue)]
+        c_issue = Signal()
+        room = (e_rows != classes) if self._stages == 0 else ((e_rows != classes) | c_issue)
+        m.d.comb += [b_issue.eq(b_issuing & room), zr.addr.eq(b_ptr), zr.en.eq(b_issue)]
         with m.If(b_issue):
             m.d.sync += b_ptr.eq(b_ptr + 1)
             with m.If(b_last):
                 m.d.sync += b_issuing.eq(0)
 
-        # Pipeline: read (v1: zr.data holds row k1) -> t (v2) -> E written, S accumulated.
+        # Pipeline: read (v1: zr.data holds row k1) -> t (v2) -> E written, S accumulated. With stages, 19 * d
+        # and d * LOG2E have registers of their own between the read and t.
         v1, k1, last1 = Signal(), Signal(ptr_shape), Signal()
+        m.d.sync += [v1.eq(b_issue), k1.eq(b_ptr), last1.eq(b_last)]
+        if self._stages >= 1:
+            # Two more registers: 19 * d, then d * LOG2E = 311 * (19 * d).
+            d = Signal(data.ArrayLayout(signed(_PROD_A_WIDTH), lanes))
+            prod = Signal(data.ArrayLayout(signed(_PROD_WIDTH), lanes))
+            va, ka, lasta = Signal(), Signal(ptr_shape), Signal()
+            vb, kb, lastb = Signal(), Signal(ptr_shape), Signal()
+            m.d.sync += [va.eq(v1), ka.eq(k1), lasta.eq(last1), vb.eq(va), kb.eq(ka), lastb.eq(lasta)]
+            for lane in range(lanes):
+                m.d.sync += [d[lane].eq(exp2_product_first(zr.data[lane], b_max[lane])),
+                             prod[lane].eq(exp2_product_second(d[lane]))]
+            v1, k1, last1 = vb, kb, lastb
+            t_of = [exp2_shift(prod[lane], b_scale) for lane in range(lanes)]
+        else:
+            t_of = [exp2_exponent(zr.data[lane] - b_max[lane], b_scale) for lane in range(lanes)]
         v2, k2, last2 = Signal(), Signal(ptr_shape), Signal()
         t2 = Signal(data.ArrayLayout(signed(_T_WIDTH), lanes))
-        m.d.sync += [v1.eq(b_issue), k1.eq(b_ptr), last1.eq(b_last), v2.eq(v1), k2.eq(k1), last2.eq(last1)]
-        for lane in range(lanes):
-            m.d.sync += t2[lane].eq(exp2_exponent(zr.data[lane] - b_max[lane], b_scale))
+        m.d.sync += [v2.eq(v1), k2.eq(k1), last2.eq(last1)]
+        m.d.sync += [t2[lane].eq(t_of[lane]) for lane in range(lanes)]
         e = Signal(data.ArrayLayout(unsigned(16), lanes))
         s_acc = Signal(data.ArrayLayout(unsigned(sum_width), lanes))
         for lane in range(lanes):
@@ -356,27 +481,56 @@ class SoftmaxUnit(wiring.Component):
         c_ptr = Signal(ptr_shape)
         c_r = Signal(data.ArrayLayout(unsigned(RECIP_WIDTH), lanes))
         cv1, ck1 = Signal(), Signal(ptr_shape)       # er.data holds row ck1
-        advance2 = ~self.o.valid | self.o.ready
+        out_advance = ~self.o.valid | self.o.ready
+        if self._stages >= 1:
+            # The product E * R in two halves of R, each in a register, then their sum into the output.
+            cv2, hit2, en2 = Signal(), Signal(lanes), Signal(lanes)
+            lo_bits = RECIP_WIDTH // 2
+            prod_lo = Signal(data.ArrayLayout(unsigned(16 + lo_bits), lanes))
+            prod_hi = Signal(data.ArrayLayout(unsigned(16 + RECIP_WIDTH - lo_bits), lanes))
+            advance2 = ~cv2 | out_advance
+        else:
+            advance2 = out_advance
         advance1 = ~cv1 | advance2
         # A new group starts once the last row of the previous one has left the stage that reads R.
+        c_take = recip.o.valid & recip.o.ready
         m.d.comb += recip.o.ready.eq(~c_issuing & ~cv1)
-        with m.If(recip.o.valid & recip.o.ready):
+        with m.If(c_take):
             m.d.sync += [c_issuing.eq(1), c_ptr.eq(0), c_r.eq(recip.o.payload), c_label.eq(d_label),
                          c_en.eq(d_en)]
-        c_issue = Signal()
-        m.d.comb += [c_issue.eq(c_issuing & advance1), er.addr.eq(c_ptr), er.en.eq(advance1)]
+        if self._stages == 0:
+            ptr = c_ptr
+            m.d.comb += c_issue.eq(c_issuing & advance1)
+        else:
+            # With stages, the group's first row is read in the cycle its R is taken (R reaches c_r with it).
+            ptr = Mux(c_take, 0, c_ptr)
+            m.d.comb += c_issue.eq((c_issuing | c_take) & advance1)
+        m.d.comb += [er.addr.eq(ptr), er.en.eq(advance1)]
         with m.If(c_issue):
-            m.d.sync += c_ptr.eq(c_ptr + 1)
-            with m.If(c_ptr == classes - 1):
+            m.d.sync += c_ptr.eq(ptr + 1)
+            with m.If(ptr == classes - 1):
                 m.d.sync += c_issuing.eq(0)
         with m.If(advance1):
-            m.d.sync += [cv1.eq(c_issue), ck1.eq(c_ptr)]
-        with m.If(advance2):
-            m.d.sync += [self.o.valid.eq(cv1), self.o.payload.en.eq(c_en)]
-            for lane in range(lanes):
-                p = (er.data[lane] * c_r[lane]) >> _PROB_SHIFT
-                hit = ck1 == c_label[lane]
-                m.d.sync += self.o.payload.acc[lane].eq(p - Mux(hit, _ONE_Q16, 0))
+            m.d.sync += [cv1.eq(c_issue), ck1.eq(ptr)]
+        if self._stages == 0:
+            with m.If(advance2):
+                m.d.sync += [self.o.valid.eq(cv1), self.o.payload.en.eq(c_en)]
+                for lane in range(lanes):
+                    p = (er.data[lane] * c_r[lane]) >> _PROB_SHIFT
+                    hit = ck1 == c_label[lane]
+                    m.d.sync += self.o.payload.acc[lane].eq(p - Mux(hit, _ONE_Q16, 0))
+        else:
+            with m.If(advance2):
+                m.d.sync += [cv2.eq(cv1), en2.eq(c_en)]
+                for lane in range(lanes):
+                    m.d.sync += [prod_lo[lane].eq(er.data[lane] * c_r[lane][:lo_bits]),
+                                 prod_hi[lane].eq(er.data[lane] * c_r[lane][lo_bits:]),
+                                 hit2[lane].eq(ck1 == c_label[lane])]
+            with m.If(out_advance):
+                m.d.sync += [self.o.valid.eq(cv2), self.o.payload.en.eq(en2)]
+                for lane in range(lanes):
+                    p = ((prod_hi[lane] << lo_bits) + prod_lo[lane]) >> _PROB_SHIFT
+                    m.d.sync += self.o.payload.acc[lane].eq(p - Mux(hit2[lane], _ONE_Q16, 0))
 
         # -- buffer occupancy ----------------------------------------------------------------------------
         m.d.sync += [z_rows.eq(z_rows + take - b_issue), e_rows.eq(e_rows + b_issue - c_issue)]
@@ -401,10 +555,12 @@ class OutputErrorUnit(wiring.Component):
     ``state`` are the conversion unit's generator ports: a seed is loaded between jobs, after the last
     beat of every job whose command was taken before it.
 
-    Latency: a group's first error code can be taken :attr:`latency` = ``classes + 21`` cycles after its
-    last logit beat (no stalls, no earlier group in the way). Throughput: a group of ``lanes`` samples every
-    :attr:`group_cycles` = ``classes + 15`` cycles in steady state (see :class:`SoftmaxUnit`; the divider is
-    :class:`Reciprocal`, :data:`RECIP_CYCLES` = 11 cycles). Back-pressure on ``o`` or ``stats`` stalls the
+    Latency: a group's first error code can be taken :attr:`latency` = ``classes + 21 + 2 * stages`` cycles
+    after its last logit beat (no stalls, no earlier group in the way). Throughput: a group of ``lanes``
+    samples every :attr:`group_cycles` = ``classes + 15`` cycles in steady state at every depth (see
+    :class:`SoftmaxUnit`; the divider is :class:`Reciprocal`, :data:`RECIP_CYCLES` = 11 cycles). Every
+    other timing is that of ``stages=0`` with the fixed offset: a group's first code comes at the later of
+    ``latency`` after its last logit beat and ``group_cycles`` after the previous group's first code. Back-pressure on ``o`` or ``stats`` stalls the
     conversion and, behind it, the softmax; nothing is lost or repeated. ``cmd`` is held in one register
     per submodule: the next command is taken once both have taken the previous one.
 
@@ -417,6 +573,9 @@ class OutputErrorUnit(wiring.Component):
     max_groups : int
         Most groups per job (``groups_m1`` width; the conversion unit's beat limit is
         :func:`max_beats`).
+    stages : int
+        Register stages added for the clock (:mod:`hw.pipeline`, ``pipeline.output_error``), 0 to
+        ``len(STAGE_DELAYS_NS) - 1``: :class:`SoftmaxUnit`'s.
 
     Members
     -------
@@ -433,11 +592,12 @@ class OutputErrorUnit(wiring.Component):
         On a bad parameter.
     """
 
-    def __init__(self, *, lanes, classes, max_groups=1024):
+    def __init__(self, *, lanes, classes, max_groups=1024, stages=0):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Class count", classes, 2, 256)
         _check_int("Group limit", max_groups, 1)
-        self._lanes, self._classes, self._max_groups = lanes, classes, max_groups
+        _check_stages(stages)
+        self._lanes, self._classes, self._max_groups, self._stages = lanes, classes, max_groups, stages
         self._max_beats = max_beats(classes, max_groups)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(max_groups))),
@@ -451,17 +611,19 @@ class OutputErrorUnit(wiring.Component):
     lanes = property(lambda self: self._lanes)
     classes = property(lambda self: self._classes)
     max_groups = property(lambda self: self._max_groups)
+    stages = property(lambda self: self._stages)
     #: Cycles per group in steady state without stalls.
     group_cycles = property(lambda self: self._classes + RECIP_CYCLES + 4)
     #: Cycles from a group's last logit beat to its first code, without stalls or earlier groups: the
     #: softmax's latency, then the conversion's (a beat taken at an edge is taken from ``o`` at the
     #: ``LATENCY + 1``-th edge after it).
-    latency = property(lambda self: self._classes + RECIP_CYCLES + 7 + ConversionUnit.LATENCY + 1)
+    latency = property(lambda self: self._classes + RECIP_CYCLES + 7 + 2 * self._stages + ConversionUnit.LATENCY + 1)
 
     def elaborate(self, platform):
         m = Module()
         lanes, classes = self._lanes, self._classes
-        m.submodules.softmax = softmax = SoftmaxUnit(lanes=lanes, classes=classes, max_groups=self._max_groups)
+        m.submodules.softmax = softmax = SoftmaxUnit(lanes=lanes, classes=classes, max_groups=self._max_groups,
+                                                    stages=self._stages)
         m.submodules.conv = conv = ConversionUnit(lanes=lanes, acc_width=ERROR_WIDTH, max_beats=self._max_beats)
         wiring.connect(m, wiring.flipped(self.i), softmax.i)
         wiring.connect(m, softmax.o, conv.i)

@@ -239,6 +239,17 @@ def flop_overhead_ns(lib, cell, load_pf=0.005):
     return (clk_to_q + setup) * lib.ns_per_time_unit
 
 
+def plain_flop(lib):
+    """The smallest flip-flop of ``lib`` without clear or preset (the one a plain register maps to), or
+    ``None``."""
+    plain = []
+    for name in lib.sequential:
+        ff = re.search(r"^\s*ff\s*\([^)]*\)\s*\{(.*?)\}", lib.cell_text(name), re.M | re.S)
+        if ff and not re.search(r"\b(clear|preset)\s*:", ff.group(1)) and re.search(r"\bnext_state\s*:", ff.group(1)):
+            plain.append((lib.area[name], name))
+    return min(plain)[1] if plain else None
+
+
 def _flop_weight(cell_type):
     """NAND2 equivalents of a flip-flop cell type, from its name ($_DFF_P_, $_SDFFE_PP0P_, $_DFF_PN0_...)."""
     name = cell_type.strip("$_")
@@ -553,8 +564,8 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
     ``memory_area_um2_estimate`` (also per part of a breakdown), ``critical_path_ns``, ``logic_delay_ns``,
     ``ff_overhead_ns``, ``ff_cell``, ``clock_period_ns``, ``max_clock_mhz``, ``slack_ns``,
     ``critical_path_start``, ``critical_path_end``. ``None``: the
-    generic figures only. ``period_ns``: the clock period (from the SDC), ABC's delay target and the
-    reference of ``slack_ns``; ``None``: no target (ABC then maps for the shortest delay, at a larger area:
+    generic figures only. ``period_ns``: the clock period (from the SDC), the reference of ``slack_ns``;
+    ABC's delay target is the period less a plain flip-flop's clock-to-Q and setup (``abc_target_ns``); ``None``: no target (ABC then maps for the shortest delay, at a larger area:
     compare areas made with the same period), no slack.
 
     Raises
@@ -585,6 +596,12 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             workdir.mkdir(parents=True, exist_ok=True)
             liberty_file = workdir / "cells.lib"
             liberty_file.write_text(lib.text)
+    # ABC's delay target: the period less a plain flip-flop's clock-to-Q and setup, which the critical path
+    # adds to the logic's delay.
+    target_ns = None
+    if period_ns is not None:
+        flop = plain_flop(lib) if lib is not None else None
+        target_ns = max(period_ns - (flop_overhead_ns(lib, flop) if flop else 0.0), 0.001)
     children = {}
     if breakdown is not False:
         tree = _instances(rtlil_text)
@@ -598,8 +615,8 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             hier_dir.mkdir(parents=True, exist_ok=True)
             hier_out = open(hier_dir / "yosys.out", "w")
             hier = _start(keep_hierarchy(rtlil_text, set(children.values())), top, hier_dir, hier_out,
-                          liberty_file, period_ns, ltp=False)
-        proc = _start(rtlil_text, top, workdir, subprocess.PIPE, liberty_file, period_ns)
+                          liberty_file, target_ns, ltp=False)
+        proc = _start(rtlil_text, top, workdir, subprocess.PIPE, liberty_file, target_ns)
         try:
             output, _ = proc.communicate()
         except BaseException:
@@ -645,6 +662,7 @@ def synthesize(rtlil_text, top, workdir, *, breakdown=None, liberty=LIBERTY, per
             "ff_overhead_ns": round(overhead, 3),
             "ff_cell": ff_cell,
             "clock_period_ns": period_ns,
+            "abc_target_ns": None if target_ns is None else round(target_ns, 3),
             "max_clock_mhz": round(1000 / critical, 1) if critical else None,
             "slack_ns": round(period_ns - critical, 3) if critical is not None and period_ns else None,
             **_path_ends(workdir / "path.json"),

@@ -1,3 +1,4 @@
+import dataclasses
 import random
 
 import numpy as np
@@ -5,30 +6,46 @@ import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from golden.core import FRAC_RANGE, RECIP_BITS, softmax_parts
+from golden.core import FRAC_RANGE, LOG2E, RECIP_BITS, softmax_parts
 from golden.dfxp import Lfsr
-from hw.config import preset
-from hw.output_error import (RECIP_CYCLES, OutputErrorUnit, Reciprocal, SoftmaxUnit, exp2_exponent, exp2_value,
-                             max_beats)
+from hw.config import apply_overrides, preset
+from hw.output_error import (RECIP_CYCLES, STAGE_DELAYS_NS, OutputErrorUnit, Reciprocal, SoftmaxUnit, _signed_digits,
+                             exp2_exponent, exp2_product, exp2_product_first, exp2_product_second, exp2_shift,
+                             exp2_value, max_beats)
 from verif.output_error import Job, expected, random_job, random_logits
 from verif.runner import run_bench
 
 from .sim_streams import stream_get, stream_put
 
 
+DEPTHS = range(len(STAGE_DELAYS_NS))
+DEEPEST = len(STAGE_DELAYS_NS) - 1
+
+
 # -- the exponent ---------------------------------------------------------------------------------------------
 
-def rtl_exp(cases):
-    """E of the logic of :func:`exp2_exponent` and :func:`exp2_value` for ``(d, frac_z)`` pairs."""
+def rtl_exp(cases, *, product=False):
+    """E of the logic of :func:`exp2_exponent` and :func:`exp2_value` for ``(d, frac_z)`` pairs; with
+    ``product``, of the pipelined form's :func:`exp2_product_first`, :func:`exp2_product_second` and
+    :func:`exp2_shift` (``z`` and its maximum apart, the maximum spread over the codes that keep ``z = max +
+    d`` a 16-bit code)."""
     d, scale = Signal(signed(17)), Signal(signed(8))
+    z, zmax = Signal(signed(16)), Signal(signed(16))
     e = Signal(unsigned(16))
     m = Module()
-    m.d.comb += e.eq(exp2_value(exp2_exponent(d, scale)))
+    if product:
+        t = exp2_shift(exp2_product_second(exp2_product_first(z, zmax)), scale)
+    else:
+        t = exp2_exponent(d, scale)
+    m.d.comb += e.eq(exp2_value(t))
     got = []
 
     async def bench(ctx):
-        for dd, frac_z in cases:
+        for n, (dd, frac_z) in enumerate(cases):
+            top = 32767 - (n * 7919) % (65536 + dd)
             ctx.set(d, dd)
+            ctx.set(z, top + dd)
+            ctx.set(zmax, top)
             ctx.set(scale, frac_z + 6)
             got.append(ctx.get(e))
 
@@ -47,19 +64,47 @@ def ref_exp(cases):
     return out
 
 
-def test_exp_against_golden():
+@pytest.mark.parametrize("product", [False, True])
+def test_exp_against_golden(product):
     # Every frac_z, differences from 0 to the largest, multiples of 64 and of large powers of two.
     rng = np.random.default_rng(0)
     diffs = sorted({0, 1, 2, 63, 64, 65, 1 << 10, 1 << 15, 65535} | {int(v) for v in rng.integers(0, 65536, 40)}
                    | {int(v) << s for s in (6, 10, 14) for v in rng.integers(1, 4, 2)})
     cases = [(-d, f) for f in range(FRAC_RANGE[0], FRAC_RANGE[1] + 1) for d in diffs if d < 65536]
-    assert rtl_exp(cases) == ref_exp(cases)
+    assert rtl_exp(cases, product=product) == ref_exp(cases)
 
 
-def test_exp_every_difference():
+@pytest.mark.parametrize("product", [False, True])
+def test_exp_every_difference(product):
     # Every difference at a few realistic fractional lengths.
     cases = [(-d, f) for f in (0, 4, 9) for d in range(0, 65536, 7)]
-    assert rtl_exp(cases) == ref_exp(cases)
+    assert rtl_exp(cases, product=product) == ref_exp(cases)
+
+
+def test_exp_product_signed_digits():
+    # The signed digits the products are built from add up to their factors, none adjacent.
+    for factor, count in ((LOG2E, 6), (19, 3), (311, 4)):
+        digits = _signed_digits(factor)
+        assert sum(sign << shift for sign, shift in digits) == factor and len(digits) == count
+        assert all(b - a >= 2 for (_, a), (_, b) in zip(digits, digits[1:]))
+
+
+def test_exp_product_every_difference():
+    # exp2_product (d * LOG2E as a sum of signed digits) over every 17-bit difference at or below 0.
+    d, prod = Signal(signed(17)), Signal(signed(30))
+    m = Module()
+    m.d.comb += prod.eq(exp2_product(d))
+    got = []
+
+    async def bench(ctx):
+        for dd in range(-65535, 1, 3):
+            ctx.set(d, dd)
+            got.append(ctx.get(prod) == dd * LOG2E)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(got) and len(got) == 21846
 
 
 # -- the reciprocal -------------------------------------------------------------------------------------------
@@ -85,37 +130,46 @@ def rtl_reciprocal(dut, sums, *, stall=0.3, seed=0):
     return got
 
 
-def test_reciprocal_against_golden():
-    rng = np.random.default_rng(1)
-    lanes, width = 4, 24
-    ends = [1 << 15, (1 << 15) + 1, (1 << 16) - 1, 1 << 16, (1 << 23), (1 << 24) - 1, 3 << 15, 10 << 15]
-    sums = [[int(v) for v in rng.integers(1 << 15, 1 << width, lanes)] for _ in range(20)]
+@pytest.mark.parametrize("stages", DEPTHS)
+@pytest.mark.parametrize("width", [16, 24, 32])
+def test_reciprocal_against_golden(width, stages):
+    rng = np.random.default_rng(width)
+    lanes, top = 4, (1 << width) - 1
+    ends = [1 << 15, (1 << 15) + 1, (1 << 16) - 1, (3 << 15) & top or 1 << 15, (10 << 15) & top or top, top,
+            top - 1, (top >> 1) + 1]
+    sums = [[int(v) for v in rng.integers(1 << 15, top, lanes, endpoint=True)] for _ in range(20)]
+    sums += [[int(v) for v in rng.integers(1 << 15, min(3 << 15, top + 1), lanes)] for _ in range(10)]
     sums += [ends[k:k + lanes] for k in range(0, len(ends), lanes)]
-    got = rtl_reciprocal(Reciprocal(lanes=lanes, sum_width=width), sums)
+    got = rtl_reciprocal(Reciprocal(lanes=lanes, sum_width=width, stages=stages), sums)
     assert got == [[(1 << RECIP_BITS) // s for s in row] for row in sums]
 
 
-def test_reciprocal_latency():
-    dut = Reciprocal(lanes=1, sum_width=16)
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_reciprocal_latency(stages):
+    dut = Reciprocal(lanes=1, sum_width=16, stages=stages)
     cycles = []
 
     async def bench(ctx):
-        ctx.set(dut.i.payload, [1 << 15])
-        ctx.set(dut.i.valid, 1)
-        await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-        count = 0
-        while not ctx.get(dut.o.valid):
+        for s in (1 << 15, 3 << 14, (1 << 16) - 1):
+            ctx.set(dut.i.payload, [s])
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            count = 0
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+                count += 1
+            cycles.append(count)
+            assert [int(v) for v in ctx.get(dut.o.payload)] == [(1 << RECIP_BITS) // s]
+            ctx.set(dut.o.ready, 1)
             await ctx.tick()
-            count += 1
-        cycles.append(count)
-        assert [int(v) for v in ctx.get(dut.o.payload)] == [1 << 20]
+            ctx.set(dut.o.ready, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert cycles == [RECIP_CYCLES]
+    assert cycles == [RECIP_CYCLES] * 3
 
 
 # -- the softmax ----------------------------------------------------------------------------------------------
@@ -163,11 +217,22 @@ def ref_softmax(jobs, lanes):
     return out
 
 
+@pytest.mark.parametrize("stages", DEPTHS)
 @pytest.mark.parametrize("lanes, classes", [(3, 10), (1, 2), (4, 7), (2, 3)])
-def test_softmax_against_golden(lanes, classes):
+def test_softmax_against_golden(lanes, classes, stages):
     rng = np.random.default_rng(lanes * 100 + classes)
     jobs = [random_job(rng, classes, lanes) for _ in range(8)]
-    assert rtl_softmax(SoftmaxUnit(lanes=lanes, classes=classes), jobs) == ref_softmax(jobs, lanes)
+    assert rtl_softmax(SoftmaxUnit(lanes=lanes, classes=classes, stages=stages), jobs) == ref_softmax(jobs, lanes)
+
+
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_softmax_heavy_stalls(stages):
+    # Long stalls on every stream: the exponent, reciprocal and output stages hold and resume at every depth.
+    rng = np.random.default_rng(50 + stages)
+    jobs = [random_job(rng, 4, 2) for _ in range(6)]
+    dut = SoftmaxUnit(lanes=2, classes=4, stages=stages)
+    for stall, seed in ((0.0, 0), (0.8, 1), (0.5, 2)):
+        assert rtl_softmax(dut, jobs, stall=stall, seed=seed) == ref_softmax(jobs, 2)
 
 
 def test_softmax_internals():
@@ -182,8 +247,10 @@ def test_softmax_internals():
         assert (p <= 1 << 16).all() and (p >= 0).all()
 
 
-def _timing(dut, groups, classes, lanes):
-    """Cycles of each input and output transfer of one job of full groups, no stalls."""
+def _timing(dut, groups, classes, lanes, *, gap=0.0, seed=0):
+    """Cycles of each input and output transfer of one job of full groups, ``o`` always ready; the input
+    beats idle on random cycles (probability ``gap``)."""
+    rng = random.Random(seed)
     t_in, t_out = [], []
 
     async def bench(ctx):
@@ -196,7 +263,7 @@ def _timing(dut, groups, classes, lanes):
         ctx.set(dut.i.payload.en, (1 << lanes) - 1)
         sent = cycle = 0
         while len(t_out) < groups * classes:
-            ctx.set(dut.i.valid, sent < groups * classes)
+            ctx.set(dut.i.valid, sent < groups * classes and rng.random() >= gap)
             *_, cmd_fire, in_fire, out_fire = await ctx.tick().sample(
                 dut.cmd.valid & dut.cmd.ready, dut.i.valid & dut.i.ready, dut.o.valid & dut.o.ready)
             cycle += 1
@@ -215,18 +282,36 @@ def _timing(dut, groups, classes, lanes):
     return t_in, t_out
 
 
+@pytest.mark.parametrize("stages", DEPTHS)
 @pytest.mark.parametrize("unit", [SoftmaxUnit, OutputErrorUnit])
 @pytest.mark.parametrize("classes", [2, 10])
-def test_sim_latency_and_throughput(unit, classes):
+def test_sim_latency_and_throughput(unit, classes, stages):
     lanes, groups = 2, 5
-    dut = unit(lanes=lanes, classes=classes)
+    dut = unit(lanes=lanes, classes=classes, stages=stages)
     t_in, t_out = _timing(dut, groups, classes, lanes)
     firsts = t_out[::classes]
+    # A stage adds two cycles of latency and nothing to the group rate.
+    assert dut.latency == classes + RECIP_CYCLES + (7 if unit is SoftmaxUnit else 10) + 2 * stages
     assert firsts[0] - t_in[classes - 1] == dut.latency
     assert list(np.diff(firsts)) == [dut.group_cycles] * (groups - 1)
     assert dut.group_cycles == classes + RECIP_CYCLES + 4
     # The rows of a group leave one per cycle.
     assert all(t_out[g * classes + k] == firsts[g] + k for g in range(groups) for k in range(classes))
+
+
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_group_timing(stages):
+    # Input beats with random gaps, o always ready: a group's first code comes at the later of its last logit
+    # beat + latency and the previous group's first code + group_cycles (the core's cycle model), at every
+    # depth.
+    lanes, groups = 2, 6
+    for seed, (classes, gap) in enumerate([(3, 0.0), (10, 0.3), (2, 0.6), (5, 0.9), (10, 0.8)]):
+        dut = OutputErrorUnit(lanes=lanes, classes=classes, stages=stages)
+        t_in, t_out = _timing(dut, groups, classes, lanes, gap=gap, seed=seed)
+        first = None
+        for g, last in enumerate(t_in[classes - 1::classes]):
+            first = last + dut.latency if first is None else max(last + dut.latency, first + dut.group_cycles)
+            assert t_out[g * classes:(g + 1) * classes] == list(range(first, first + classes)), (seed, g)
 
 
 # -- the whole unit -------------------------------------------------------------------------------------------
@@ -296,15 +381,17 @@ def _seeds(rng, lanes):
     return {lane: int(v) for lane, v in enumerate(rng.integers(1, 1 << 32, lanes))}
 
 
+@pytest.mark.parametrize("stages", DEPTHS)
 @pytest.mark.parametrize("lanes, classes", [(3, 10), (2, 2), (1, 5)])
-def test_sim_against_golden(lanes, classes):
+def test_sim_against_golden(lanes, classes, stages):
     rng = np.random.default_rng(lanes * 10 + classes)
     events = [("seed", _seeds(rng, lanes))] + [("job", random_job(rng, classes, lanes)) for _ in range(10)]
-    dut = OutputErrorUnit(lanes=lanes, classes=classes, max_groups=8)
+    dut = OutputErrorUnit(lanes=lanes, classes=classes, max_groups=8, stages=stages)
     assert rtl_output_error(dut, events) == ref_output_error(lanes, events)
 
 
-def test_sim_seeds_between_jobs():
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_seeds_between_jobs(stages):
     # A seed sent after a job's command lands after that job's draws, even while the conversion is still
     # busy with an earlier job; the reset state is the golden generator's default seed.
     rng = np.random.default_rng(3)
@@ -312,12 +399,13 @@ def test_sim_seeds_between_jobs():
     events = [("job", random_job(rng, classes, lanes, batch=5)), ("job", random_job(rng, classes, lanes)),
               ("seed", {1: 77}), ("job", random_job(rng, classes, lanes)), ("seed", _seeds(rng, lanes)),
               ("seed", {0: 5}), ("job", random_job(rng, classes, lanes, batch=1))]
-    dut = OutputErrorUnit(lanes=lanes, classes=classes, max_groups=4)
+    dut = OutputErrorUnit(lanes=lanes, classes=classes, max_groups=4, stages=stages)
     for stall in (0.0, 0.5):
         assert rtl_output_error(dut, events, stall=stall) == ref_output_error(lanes, events)
 
 
-def test_sim_every_frac_z():
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_every_frac_z(stages):
     # Corner columns at every frac_z, one job each, back to back without stalls: the largest gap, all
     # equal, a tie for the maximum, logits one code apart, gaps of multiples of 64.
     lanes = 2
@@ -325,7 +413,7 @@ def test_sim_every_frac_z():
                   [-32768, 32767, -1, -32765, -32768]])
     events = [("seed", {0: 1, 1: 0xDEADBEEF})]
     events += [("job", Job(z, np.array([0, 1, 2, 3, 1]), f, 12, 16)) for f in range(FRAC_RANGE[0], FRAC_RANGE[1] + 1)]
-    dut = OutputErrorUnit(lanes=lanes, classes=4, max_groups=3)
+    dut = OutputErrorUnit(lanes=lanes, classes=4, max_groups=3, stages=stages)
     assert rtl_output_error(dut, events, stall=0.0) == ref_output_error(lanes, events)
 
 
@@ -335,6 +423,9 @@ def test_init():
     dut = OutputErrorUnit(lanes=8, classes=10)
     assert (dut.lanes, dut.classes, dut.max_groups) == (8, 10, 1024)
     assert dut.group_cycles == 10 + RECIP_CYCLES + 4 and dut.latency == 10 + RECIP_CYCLES + 10
+    assert dut.stages == SoftmaxUnit(lanes=8, classes=10).stages == 0
+    deep = OutputErrorUnit(lanes=8, classes=10, stages=DEEPEST)
+    assert deep.group_cycles == dut.group_cycles and deep.latency == dut.latency + 2 * DEEPEST
     assert dut.i.payload.shape()["label"].shape.elem_shape == unsigned(4)
     assert dut.cmd.payload.shape()["groups_m1"].shape == unsigned(10)
     assert max_beats(10, 1024) == 1 << 14 and max_beats(2, 1) == 2 and max_beats(256, 4) == 1 << 10
@@ -358,6 +449,20 @@ def test_init_wrong(unit, kwargs, exc, message):
         unit(**kwargs)
 
 
+@pytest.mark.parametrize("unit, kwargs", [(OutputErrorUnit, dict(lanes=2, classes=10)),
+                                          (SoftmaxUnit, dict(lanes=2, classes=10)),
+                                          (Reciprocal, dict(lanes=2, sum_width=20))])
+@pytest.mark.parametrize("stages, exc, message", [
+    (1.0, TypeError, "Stages must be an integer, not 1.0"),
+    (False, TypeError, "Stages must be an integer, not False"),
+    (-1, ValueError, f"Stages must be from 0 to {DEEPEST}, not -1"),
+    (DEEPEST + 1, ValueError, f"Stages must be from 0 to {DEEPEST}, not {DEEPEST + 1}"),
+])
+def test_init_wrong_stages(unit, kwargs, stages, exc, message):
+    with pytest.raises(exc, match=message):
+        unit(**kwargs, stages=stages)
+
+
 @pytest.mark.parametrize("kwargs, exc, message", [
     (dict(lanes=0, sum_width=20), ValueError, "Lane count must be an integer in 1..64, not 0"),
     (dict(lanes=1, sum_width=15), ValueError, "Sum width must be an integer in 16..32, not 15"),
@@ -371,4 +476,21 @@ def test_init_wrong_reciprocal(kwargs, exc, message):
 
 def test_bench(simulator):
     result = run_bench("output_error", preset("small"), simulator)
+    assert result.tests == 3 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+def _at_depth(stages):
+    config = apply_overrides(preset("small"), [f"pipeline.output_error={stages}"])
+    return dataclasses.replace(config, name=f"small-oe{stages}")
+
+
+def test_bench_deepest(simulator):
+    result = run_bench("output_error", _at_depth(DEEPEST), simulator)
+    assert result.tests == 3 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_bench_every_depth(simulator, stages):
+    result = run_bench("output_error", _at_depth(stages), simulator)
     assert result.tests == 3 and result.passed, f"seed {result.seed}, log {result.run_dir}"

@@ -145,6 +145,18 @@ def test_gemm_rows_pipelined_pes():
     assert timing.wg(1) == CoreTiming(mlp([64, 128, 128, 10], feedback="bp"), 8, 32).wg(1) + 1
 
 
+def test_pipelined_units():
+    """The output-error unit's stages delay its first code by two cycles each, the weight update's a WG's
+    done by one each; the model's latency is the unit's."""
+    for stages in (0, 1):
+        unit = output_error.OutputErrorUnit(lanes=4, classes=10, stages=stages)
+        assert oe_latency(10, stages) == unit.latency
+    table = mlp([64, 8, 10])
+    base, deep = CoreTiming(table, 4, 8), CoreTiming(table, 4, 8, {"output_error": 1, "weight_update": 1})
+    assert deep.ff(1) == base.ff(1) + 2 and deep.ff(0) == base.ff(0)
+    assert deep.wg(0) == base.wg(0) + 1 and deep.ep(0) == base.ep(0)
+
+
 def test_durations_by_hand():
     t, batch = 8, 32
     timing = CoreTiming(mlp([64, 128, 128, 10], feedback="bp"), t, batch)

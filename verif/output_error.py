@@ -20,7 +20,9 @@ softmax's output stage and the next group's reciprocal waits for it.
 ``training_logits`` takes the logits, labels, fractional lengths and generator states of real training
 steps of :class:`golden.core.CoreTrainer` and checks the unit's counters, next ``frac_e`` and generator
 states against the trainer's own after each step. ``throughput`` (only with ``EDGETRAIN_PERF_OUT`` set)
-measures the group throughput without stalls for the benchmark.
+measures the group throughput without stalls for the benchmark. The unit is made from the configuration
+(:data:`hw.build.BLOCKS`), so every test runs at its depth (``pipeline.output_error``), and the documented
+latency and group rate the throughput test reports are that depth's.
 """
 
 import dataclasses
@@ -366,10 +368,10 @@ async def directed_corners(dut):
     await tb.finish()
     # No stalls, but o held for `hold` cycles from the edge after which a group's last row has just been read
     # by the softmax's output stage (`behind` rows wait behind o: the conversion's output register and two
-    # stages, the softmax's output register and that row): the next group's reciprocal completes meanwhile
-    # (its last E comes a few cycles later, then RECIP_CYCLES) and waits for that row to leave, an even and
-    # an odd number of cycles.
-    behind = ConversionUnit.LATENCY + 3
+    # stages, the softmax's output register, its product register at stages=1, and that row): the next
+    # group's reciprocal completes meanwhile (its last E comes a few cycles later, then RECIP_CYCLES) and waits
+    # for that row to leave, an even and an odd number of cycles.
+    behind = ConversionUnit.LATENCY + 3 + tb.unit.stages
     tb.cmd.stall = tb.i.stall = tb.o.stall = tb.stats.stall = 0.0
     for hold in (2 * RECIP_CYCLES + 2, 2 * RECIP_CYCLES + 3):
         job = random_job(tb.np_rng, classes, lanes, batch=2 * lanes, bits=16)

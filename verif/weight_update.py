@@ -11,7 +11,9 @@ the 16-bit extremes, values near saturation, small values and uniform ones; gene
 batches; directed corners (saturation both ways, exact left shifts up to the largest, exact halves and
 other remainders against the draws, disabled lanes); jobs built from the draws the generators will give, so
 that roundings fall right at their boundary. ``throughput`` (only with ``EDGETRAIN_PERF_OUT``
-set) measures weights per cycle per lane without stalls for a benchmark.
+set) measures weights per cycle per lane without stalls for a benchmark, and the latency beside the one the
+unit documents at the configuration's depth (``pipeline.weight_update``). The unit is made from the
+configuration (:data:`hw.build.BLOCKS`), so every test runs at that depth.
 """
 
 import dataclasses
@@ -239,8 +241,8 @@ async def draw_boundaries(dut):
 
 @cocotb.test(skip="EDGETRAIN_PERF_OUT" not in os.environ)
 async def throughput(dut):
-    """For a benchmark: latency, then weights per cycle per lane over one long job and over a run of one-beat
-    jobs, without stalls; every result still checked. Writes JSON to ``EDGETRAIN_PERF_OUT`` (beats of the
+    """For a benchmark: latency (and the documented one), then weights per cycle per lane over one long job and
+    over a run of one-beat jobs, without stalls; every result still checked. Writes JSON to ``EDGETRAIN_PERF_OUT`` (beats of the
     long job from ``EDGETRAIN_PERF_BEATS``, default 2000)."""
     tb = UpdateTB(dut, stall=0.0)
     await tb.reset()
@@ -250,7 +252,8 @@ async def throughput(dut):
     while len(tb.o.items) < len(tb.beats):
         await RisingEdge(dut.clk)
     # Edges from the one that takes the beat to the first with its weights valid (the sink takes them one later).
-    report = {"lanes": lanes, "latency_cycles": tb.cycles_between(tb.i.times[-1], tb.o.times[-1]) - 2}
+    report = {"lanes": lanes, "latency_cycles": tb.cycles_between(tb.i.times[-1], tb.o.times[-1]) - 2,
+              "stages": tb.unit.stages, "documented_latency_cycles": tb.unit.latency}
     beats = int(os.environ.get("EDGETRAIN_PERF_BEATS", "2000"))
     every = np.ones((beats, lanes), dtype=bool)
     for name, jobs in (("long_job", [dataclasses.replace(random_update(tb.np_rng, lanes, beats=beats, shift=9),
