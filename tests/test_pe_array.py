@@ -280,11 +280,13 @@ def test_bench(simulator):
     assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
 
 
-def test_bench_subset_of_precisions(simulator):
+def test_bench_subset_of_precisions_deepest(simulator):
     # Generator options: an array built for 8- and 16-bit operands only, with one drain buffer and one row
-    # per transfer (the small preset's array has two, and sends its whole tile at once).
+    # per transfer (the small preset's array has two, and sends its whole tile at once), its PEs at the
+    # deepest pipeline (the small preset's are at the depth its clock asks for).
     config = apply_overrides(preset("small"), ["name=small-8-16", "pe.precisions=[8, 16]", "pe.cols=2",
-                                               "pe.drain_buffers=1", "pe.drain_rows=1"])
+                                               "pe.drain_buffers=1", "pe.drain_rows=1",
+                                               f"pipeline.pe={MAX_STAGES}"])
     result = run_bench("pe_array", config, simulator)
     assert result.passed, f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
 
