@@ -79,7 +79,7 @@ BLOCKS = {
                 "one bit-scalable PE (16 slice multipliers)"),
     "pe_fixed16": Block("edgetrain_pe_fixed16", lambda c: Fixed16PE(acc_width=c.pe.acc_width),
                         "baseline: fixed 16x16-bit MAC PE"),
-    "fp8_tree": Block("edgetrain_fp8_tree", lambda c: FP8MacTree(k=c.fp8.k),
+    "fp8_tree": Block("edgetrain_fp8_tree", lambda c: FP8MacTree(k=c.fp8.k, stages=c.stages("fp8_tree")),
                       "shared-exponent FP8 MAC tree (K-way, binary32 out)"),
     "tsram": Block("edgetrain_tsram",
                    lambda c: TransposableSRAM(n=c.tsram.n, width=c.tsram.width, tiles=c.tsram.tiles),

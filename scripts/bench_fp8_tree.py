@@ -2,8 +2,9 @@
 bfloat16 tree and an INT8 tree of the same K synthesized in the same run.
 
 * Throughput/latency: the cocotb bench's ``throughput`` test on the generated Verilog (no stalls, every
-  result checked against golden): latency of one block pair in cycles, and block pairs per cycle over a
-  stream of dot products of 1 to 4 blocks each (ideal: 1).
+  result checked against golden): latency of one block pair in cycles (``3 + stages``, the depth
+  ``pipeline.fp8_tree`` of the configuration), and block pairs per cycle over a stream of dot products of
+  1 to 4 blocks each (ideal and required: 1 at every depth; the script exits non-zero otherwise).
 * Area: ``constraints/synth.ys`` on the FP8 tree, the bfloat16 tree (bf16 multipliers, binary32 adder
   tree, binary32 accumulation) and the INT8 tree (exact adder tree, 32-bit accumulation), all with the same
   K and the same stream/pipeline shell. Area per MAC = NAND2 equivalents / K.
@@ -33,12 +34,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = benchlib.resolve(parser, args)
     k = config.fp8.k
+    stages = config.stages("fp8_tree")
 
-    print(f"[1/2] simulating the K={k} FP8 tree ({args.sim})", flush=True)
+    print(f"[1/2] simulating the K={k} FP8 tree, {stages} added stages ({args.sim})", flush=True)
     measured = benchlib.measure("fp8_tree", config, args, out_env="EDGETRAIN_PERF_OUT",
                                 env={"EDGETRAIN_PERF_DOTS": str(args.dots)}, label="throughput")
 
-    designs = {"fp8_tree": FP8MacTree(k=k), "bf16_tree": BF16MacTree(k=k), "int8_tree": Int8DotTree(k=k)}
+    fp8 = FP8MacTree(k=k, stages=stages)
+    designs = {"fp8_tree": fp8, "bf16_tree": BF16MacTree(k=k), "int8_tree": Int8DotTree(k=k)}
     area = benchlib.synthesize(designs, lambda i, name: print(f"[2/2] synthesizing {name} ({i}/3)", flush=True))
     per_mac = {name: area[name]["nand2_equivalents"] / k for name in area}
     bf16_ratio = per_mac["fp8_tree"] / per_mac["bf16_tree"]
@@ -56,6 +59,8 @@ def main(argv=None):
             "ideal_block_pairs_per_cycle": 1.0,
             "macs_per_cycle": round(k * measured["block_pairs"] / measured["cycles"], 2),
             "latency_cycles": measured["latency_cycles"],
+            "stages": stages,
+            "expected_latency_cycles": fp8.latency,
         },
         "area": {
             "nand2_per_mac": {name: round(v, 1) for name, v in per_mac.items()},
@@ -76,6 +81,10 @@ def main(argv=None):
               f"({area[name]['flip_flops']} flip-flops, depth {area[name]['logic_depth_cells']})")
     print(f"FP8 / bf16 per MAC: {bf16_ratio:.3f} (target <= {TARGET_BF16_RATIO}); FP8 / INT8: {int8_ratio:.3f}")
     print(out)
+    # The depth adds latency, never a bubble: one block pair per cycle at every depth.
+    if t["block_pairs_per_cycle"] != t["ideal_block_pairs_per_cycle"] or t["latency_cycles"] != fp8.latency:
+        sys.exit(f"throughput {t['block_pairs_per_cycle']} block pairs/cycle (ideal 1), latency "
+                 f"{t['latency_cycles']} cycles (expected {fp8.latency} at {stages} stages)")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 import random
+from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from golden import fp8
 from hw.config import apply_overrides, preset
 from hw.fp32 import F32_NAN
-from hw.fp8_tree import BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
+from hw.fp8_tree import STAGE_DELAYS_NS, BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
+from hw.fp8_tree import _leading_zeros_tree, _pack, _unpack, _unpacked, _unpacked_add
 from verif.runner import run_bench, simulator_status
 
 from .sim_streams import stream_get, stream_put
@@ -35,15 +38,22 @@ def _stream(dut, items, count, *, stall=0.3, seed=0):
     return got
 
 
-def rtl_dots(k, dots, **kwargs):
-    """Run dot products [(a (n, k), fa, sa (n,), b, fb, sb)] through an FP8MacTree; binary32 bits each."""
+DEPTHS = range(len(STAGE_DELAYS_NS))
+
+
+def _items(dots):
     items = []
     for a, fa, sa, b, fb, sb in dots:
         for i in range(len(sa)):
             items.append({"a": a[i].tolist(), "b": b[i].tolist(), "a_scale": int(sa[i]), "b_scale": int(sb[i]),
                           "a_fmt": ElemFormat[fa.upper()], "b_fmt": ElemFormat[fb.upper()],
                           "first": int(i == 0), "last": int(i == len(sa) - 1)})
-    return _stream(FP8MacTree(k=k), items, len(dots), **kwargs)
+    return items
+
+
+def rtl_dots(k, dots, stages=0, **kwargs):
+    """Run dot products [(a (n, k), fa, sa (n,), b, fb, sb)] through an FP8MacTree; binary32 bits each."""
+    return _stream(FP8MacTree(k=k, stages=stages), _items(dots), len(dots), **kwargs)
 
 
 def ref_dots(dots):
@@ -66,25 +76,160 @@ def _random_dots(rng, k, count, finite=False, wide_scales=False):
     return dots
 
 
-@pytest.mark.parametrize("k", [2, 8, 16])
-def test_sim_random_codes(k):
+@pytest.mark.parametrize("k, stages", [(2, 0), (8, 0), (16, 0), (2, DEPTHS[-1]), (16, DEPTHS[-1])])
+def test_sim_random_codes(k, stages):
     dots = _random_dots(np.random.default_rng(k), k, 150)
-    assert rtl_dots(k, dots) == ref_dots(dots)
+    assert rtl_dots(k, dots, stages) == ref_dots(dots)
 
 
-def test_sim_finite_wide_scales():
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_random_codes_depth(stages):
+    # Every depth, random stalls on both sides.
+    dots = _random_dots(np.random.default_rng(100 + stages), 8, 120)
+    assert rtl_dots(8, dots, stages, seed=stages) == ref_dots(dots)
+
+
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_finite_wide_scales(stages):
     # Finite codes at any scale: normal, subnormal, overflowing and vanishing results.
     dots = _random_dots(np.random.default_rng(9), 8, 300, finite=True, wide_scales=True)
     results = ref_dots(dots)
     exps = {(r >> 23) & 0xFF for r in results}
     assert 0 in exps and 0xFF in exps                       # the corners are really reached
-    assert rtl_dots(8, dots, stall=0.0) == results
+    assert rtl_dots(8, dots, stages, stall=0.0) == results
+
+
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_latency_throughput(stages):
+    # Cycle-exact: with ``o`` always ready, one block pair is taken every cycle and each result appears
+    # ``latency`` edges after the edge that took its last block pair.
+    dut = FP8MacTree(k=4, stages=stages)
+    counts = [1, 2, 1, 3, 1, 1, 4, 2]
+    dots = []
+    rng = np.random.default_rng(8)
+    for n in counts:
+        a = rng.integers(0, 256, (n, 4)).astype(np.uint8)
+        b = rng.integers(0, 256, (n, 4)).astype(np.uint8)
+        dots.append((a, "e4m3", np.full(n, 127, np.uint8), b, "e5m2", np.full(n, 120, np.uint8)))
+    items = _items(dots)
+    taken, results = [], []
+
+    async def testbench(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle, sent = 0, 0
+        while len(results) < len(dots):
+            if sent < len(items):
+                ctx.set(dut.i.payload, items[sent])
+            ctx.set(dut.i.valid, sent < len(items))
+            _, _, i_valid, i_ready, o_valid, o_payload = await ctx.tick().sample(
+                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.payload)
+            if i_valid and i_ready:
+                taken.append((cycle, items[sent]["last"]))
+                sent += 1
+            if o_valid:
+                results.append((cycle, o_payload))
+            cycle += 1
+            assert cycle < 200
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert [c for c, _ in taken] == list(range(len(items)))           # one block pair per cycle
+    # A sample at edge c sees what edge c - 1 loaded: ``o.valid`` set by the edge `latency` after the one that
+    # took the last block pair.
+    last_edges = [c for c, last in taken if last]
+    assert [c for c, _ in results] == [c + dut.latency + 1 for c in last_edges]
+    assert [v for _, v in results] == ref_dots(dots)
+
+
+def rtl_add(pairs):
+    """binary32 sums of (a, b) bit pairs by the accumulator's unpacked adder (fields unpacked and packed
+    around it)."""
+    m = Module()
+    a, b, s = Signal(32), Signal(32), Signal(32)
+    ua, ub, us = Signal(_unpacked), Signal(_unpacked), Signal(_unpacked)
+    m.d.comb += [ua.eq(_unpack(a)), ub.eq(_unpack(b)), us.eq(_unpacked_add(m, ua, ub)), s.eq(_pack(us))]
+    got = []
+
+    async def testbench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            got.append(ctx.get(s))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    return got
+
+
+def ref_add(pairs):
+    x = np.array([p[0] for p in pairs], dtype=np.uint32).view(np.float32)
+    y = np.array([p[1] for p in pairs], dtype=np.uint32).view(np.float32)
+    with np.errstate(all="ignore"):
+        s = x + y
+    bits = s.view(np.uint32).copy()
+    bits[np.isnan(s)] = F32_NAN
+    return bits.tolist()
+
+
+def test_sim_unpacked_add():
+    # Random bit patterns, exponents near each other, near the subnormal and infinity ends, the specials,
+    # and cancellations (b close to -a).
+    rng = np.random.default_rng(11)
+    n = 4000
+    bits = rng.integers(0, 2**32, (2, n), dtype=np.uint64).astype(np.uint32)
+    kind = rng.integers(0, 5, (2, n))
+    exps = np.select([kind == 1, kind == 2, kind == 3], [rng.integers(0, 4, (2, n)), rng.integers(250, 256, (2, n)),
+                                                         rng.integers(120, 124, (2, n))], 0).astype(np.uint32)
+    bits = np.where(kind >= 1, (bits & np.uint32(0x807FFFFF)) | (exps << 23), bits).astype(np.uint32)
+    near = rng.random(n) < 0.25
+    bits[1, near] = (bits[0, near] ^ np.uint32(0x80000000)) + rng.integers(-3, 4, near.sum()).astype(np.uint32)
+    pairs = list(zip(bits[0].tolist(), bits[1].tolist()))
+    pairs += [(0x80000000, 0x80000000), (0x80000000, 0), (0x7F800000, 0xFF800000), (0x7F7FFFFF, 0x7F7FFFFF),
+              (0x00800000, 0x807FFFFF), (0x3F800000, 0xBF800000), (0x7F800000, 0x7F800000), (0x7FC00001, 0)]
+    assert rtl_add(pairs) == ref_add(pairs)
+
+
+@pytest.mark.parametrize("width", [1, 8, 27, 71])
+def test_sim_leading_zeros_tree(width):
+    m = Module()
+    value = Signal(width)
+    count = _leading_zeros_tree(m, value, "lz")
+    rng = random.Random(width)
+    values = [0, (1 << width) - 1] + [1 << i for i in range(width)] + \
+        [rng.getrandbits(width) >> rng.randrange(width) for _ in range(100)]
+    got = []
+
+    async def testbench(ctx):
+        for x in values:
+            ctx.set(value, x)
+            got.append(ctx.get(count))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == [width - x.bit_length() for x in values]
 
 
 def test_init():
     dut = FP8MacTree(k=16)
-    assert dut.k == 16 and dut.sum_width == 66 + 4 + 1
+    assert dut.k == 16 and dut.sum_width == 66 + 4 + 1 and dut.stages == 0 and dut.latency == 3
+    deep = FP8MacTree(k=16, stages=DEPTHS[-1])
+    assert deep.stages == DEPTHS[-1] and deep.latency == 3 + DEPTHS[-1]
     assert BF16MacTree(k=4).k == 4 and Int8DotTree(k=4).k == 4
+
+
+@pytest.mark.parametrize("stages, exc, message", [
+    ("1", TypeError, "Stages must be an integer, not '1'"),
+    (True, TypeError, "Stages must be an integer, not True"),
+    (-1, ValueError, f"Stages must be from 0 to {DEPTHS[-1]}, not -1"),
+    (DEPTHS[-1] + 1, ValueError, f"Stages must be from 0 to {DEPTHS[-1]}, not {DEPTHS[-1] + 1}"),
+])
+def test_init_wrong_stages(stages, exc, message):
+    with pytest.raises(exc, match=message):
+        FP8MacTree(stages=stages)
 
 
 @pytest.mark.parametrize("cls", [FP8MacTree, BF16MacTree, Int8DotTree])
@@ -138,6 +283,15 @@ ICARUS_DEFAULT = ["random_blocks", "special_values", "every_lane", "rounding_car
 def test_bench(simulator):
     testcase = None if simulator == "verilator" else ICARUS_DEFAULT
     result = run_bench("fp8_tree", preset("small"), simulator, testcase=testcase)
+    assert result.passed and (testcase is None or result.tests == len(testcase)), \
+        f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
+
+
+def test_bench_deepest(simulator):
+    # The deepest pipeline: the same suites (the exhaustive sweep on Verilator only, as at the default depth).
+    testcase = None if simulator == "verilator" else ICARUS_DEFAULT
+    config = replace(apply_overrides(preset("small"), [f"pipeline.fp8_tree={DEPTHS[-1]}"]), name="small-deep")
+    result = run_bench("fp8_tree", config, simulator, testcase=testcase)
     assert result.passed and (testcase is None or result.tests == len(testcase)), \
         f"{result.failed} of {result.tests} failed (seed {result.seed}, log {result.run_dir})"
 

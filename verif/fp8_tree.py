@@ -21,7 +21,7 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from golden import fp8
-from hw.fp8_tree import ElemFormat, input_layout
+from hw.fp8_tree import ElemFormat, FP8MacTree, input_layout
 from verif.bench import BenchTB
 
 FORMATS = {"e4m3": fp8.E4M3, "e5m2": fp8.E5M2}
@@ -270,9 +270,9 @@ async def exhaustive_lane(dut):
 
 @cocotb.test(skip="EDGETRAIN_PERF_OUT" not in os.environ)
 async def throughput(dut):
-    """For the benchmark (scripts/bench_fp8_tree.py): latency of one block pair, and block pairs per cycle
-    over a long stream of dot products with no stalls; every result still checked. Writes JSON to
-    ``EDGETRAIN_PERF_OUT``."""
+    """For the benchmark (scripts/bench_fp8_tree.py): latency of one block pair (checked against the
+    tree's latency at the configured depth), and block pairs per cycle over a long stream of dot products
+    with no stalls; every result still checked. Writes JSON to ``EDGETRAIN_PERF_OUT``."""
     import json
 
     tb = FP8TreeTB(dut, stall=0.0)
@@ -286,6 +286,9 @@ async def throughput(dut):
     # Edges from the one that takes the block pair to the first one with its result valid on `o` (the
     # sink, always ready, takes it one edge later).
     latency = tb.cycles_between(tb.i.times[-1], tb.o.times[-1]) - 2
+    stages = tb.config.stages("fp8_tree")
+    expected = FP8MacTree(k=k, stages=stages).latency
+    assert latency == expected, f"latency {latency} cycles at {stages} stages, expected {expected}"
     first = len(tb.i.times)
     blocks = 0
     for n in range(int(os.environ.get("EDGETRAIN_PERF_DOTS", "500"))):
@@ -302,4 +305,4 @@ async def throughput(dut):
     cycles = tb.cycles_between(tb.i.times[first], tb.i.times[-1])
     await tb.finish()
     with open(os.environ["EDGETRAIN_PERF_OUT"], "w") as f:
-        json.dump({"k": k, "latency_cycles": latency, "block_pairs": blocks, "cycles": cycles}, f)
+        json.dump({"k": k, "stages": stages, "latency_cycles": latency, "block_pairs": blocks, "cycles": cycles}, f)
