@@ -11,8 +11,9 @@ from amaranth.sim import Simulator
 
 from golden.core import CoreConfig, CoreError, CoreTrainer
 from hw.axil import RESP_OKAY, RESP_SLVERR
-from hw.config import preset
-from hw.train_core import TrainCore, geometry, register_map
+from hw.config import apply_overrides, preset
+from hw.pipeline import max_stages
+from hw.train_core import CORE_PIPELINED, TrainCore, geometry, register_map
 from verif.core_host import golden_state, sample_beats, state_differences
 from verif.runner import run_bench, simulator_status
 from verif.train_core import CASES
@@ -296,4 +297,14 @@ def test_bench_icarus_rest():
         pytest.skip(reason)
     tests = [name for name in BENCH_TESTS if name not in ICARUS_DEFAULT]
     result = run_bench("train_core", CONFIG, "icarus", testcase=tests)
+    assert result.tests == len(tests) and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+@pytest.mark.slow
+def test_bench_deepest(simulator):
+    """The whole matrix with every pipelined block of the core at its deepest (Icarus: its default subset)."""
+    deepest = [f"pipeline.{block}={max_stages(block)}" for block in CORE_PIPELINED]
+    config = dataclasses.replace(apply_overrides(CONFIG, deepest), name=f"{CONFIG.name}-deepest")
+    tests = BENCH_TESTS if simulator == "verilator" else ICARUS_DEFAULT
+    result = run_bench("train_core", config, simulator, testcase=None if simulator == "verilator" else list(tests))
     assert result.tests == len(tests) and result.passed, f"seed {result.seed}, log {result.run_dir}"
