@@ -33,8 +33,9 @@ with and without skipping.
 
 The slice-skipping PE (:mod:`hw.slice_skip`) takes beats of ``pairs`` operand pairs and, each cycle, the
 next pairs of the beat whose slice products fit its ``slots`` slice multipliers together (a pair is never
-split; a beat takes at least one cycle). :func:`slice_skip_groups` is that schedule; a dense 16-bit PE takes
-one pair per cycle.
+split; a beat takes at least one cycle). :func:`slice_skip_groups` is that schedule, the same at every
+pipeline depth; a dense 16-bit PE takes one pair per cycle. A dot product's result is offered
+:func:`slice_skip_latency` cycles after the cycle that takes its last pairs.
 """
 
 import numpy as np
@@ -44,7 +45,7 @@ from .dfxp import PRECISIONS
 
 __all__ = ["beats", "mask_words", "zvc_encode", "zvc_decode", "zvc_words", "zero_skip_beats", "zero_skip_ideal_cycles",
            "dense_cycles", "drelu_mask", "ep_rows", "needed_slices", "slice_window", "slice_products",
-           "slice_skip_groups"]
+           "slice_skip_groups", "slice_skip_latency"]
 
 
 def beats(vector, width):
@@ -196,3 +197,11 @@ def slice_skip_groups(a_beats, b_beats, bits, slots=16):
         cycles.append(current)
         schedule.append(cycles)
     return schedule
+
+
+def slice_skip_latency(stages=0):
+    """Cycles from the cycle the slice-skipping PE takes a dot product's last pairs to the first cycle it
+    offers the result: 1, and 1 more per pipeline stage (``config.stages("slice_skip")``)."""
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 0:
+        raise ValueError(f"Stages must be a non-negative integer, not {stages!r}")
+    return 1 + stages

@@ -5,9 +5,10 @@ Driver: beats of ``slice_pairs`` operand pairs on ``i`` (random bubbles); monito
 back-pressure). Every dot product must be exact. Stimulus: random operands at every magnitude (full range,
 small, zero) with extreme codes; every code (:func:`corner_codes`) at every pair position of a beat, as ``a``
 and as ``b``, without stalls, each beat taking exactly the cycles of its groups in
-:func:`golden.sparsity.slice_skip_groups`; a result held on ``o`` (``o.ready`` low) while the PE finishes
-it and then waits; and the DFXP error and activation codes of a training step of :mod:`golden.training`
-(the weight-gradient GEMM's operands).
+:func:`golden.sparsity.slice_skip_groups` (at every pipeline depth); a result held on ``o`` (``o.ready``
+low) while the PE finishes it, offered after :func:`golden.sparsity.slice_skip_latency`, and then waits;
+and the DFXP error and activation codes of a training step of :mod:`golden.training` (the weight-gradient
+GEMM's operands).
 
 ``EDGETRAIN_SS_RUNS`` (the path of a JSON file of named operand sets, for the benchmark) times each set
 without stalls, from the first input transfer to the last result; the cycles go to ``EDGETRAIN_SS_OUT``.
@@ -133,8 +134,10 @@ async def every_code(dut):
 @cocotb.test()
 async def held_result(dut):
     """``o.ready`` low: the PE still finishes a dot product of several beats in its schedule's cycles and
-    offers it; the next one's first beat is taken and then waits, and nothing else. Once ``o`` takes
-    again, both results are exact."""
+    offers it after its latency (:func:`golden.sparsity.slice_skip_latency` at the configured depth). The
+    next one's first beat is taken; with pipeline stages the PE goes on with it for as many cycles as it
+    has stages (the result was still in the pipeline), taking the beats its schedule reaches in them; then
+    it waits, and nothing else is taken. Once ``o`` takes again, both results are exact."""
     tb = SliceSkipTB(dut, stall=0.0)
     tb.o.stall = 1.0
     await tb.reset()
@@ -144,18 +147,31 @@ async def held_result(dut):
             for _ in range(2)]
     tb.send(dots)
     last_beat, cycles = await tb.check_schedule(dots[:1])
-    for _ in range(cycles + 2):
+    # The last beat's pairs are taken in its `cycles` cycles, the last of them `cycles - 1` edges after the
+    # beat; the result follows the pipeline's latency later.
+    stages = tb.config.stages("slice_skip")
+    want = cycles - 1 + sparsity.slice_skip_latency(stages)
+    for _ in range(want + 2):
         await RisingEdge(dut.clk)
         await ReadOnly()
         if int(dut.o__valid.value):
             break
-    assert int(dut.o__valid.value), f"no result offered {cycles + 2} cycles after the last beat"
+    assert int(dut.o__valid.value), f"no result offered {want + 2} cycles after the last beat"
     got = tb.edges(last_beat, get_sim_time("ns"))
-    assert got == cycles, f"result offered {got} cycles after the last beat, schedule {cycles}"
+    assert got == want, f"result offered {got} cycles after the last beat, schedule and latency {want}"
+    # The next dot product's beats completed in the `stages` cycles the PE still steps.
+    a_next, b_next = sparsity.beats(dots[1][0], tb.pairs), sparsity.beats(dots[1][1], tb.pairs)
+    done = used = 0
+    for groups in sparsity.slice_skip_groups(a_next, b_next, tb.bits, tb.cfg.slice_slots):
+        if used + len(groups) > stages:
+            break
+        used, done = used + len(groups), done + 1
+    taken = beats + min(beats, 1 + done)
     await ClockCycles(dut.clk, 2 * beats * tb.pairs)     # longer than the next dot product would take
     await ReadOnly()
-    assert len(tb.i.times) == beats + 1 and int(dut.o__valid.value), \
-        f"{len(tb.i.times)} beats taken and o.valid {int(dut.o__valid.value)} while the result is held"
+    assert len(tb.i.times) == taken and int(dut.o__valid.value), \
+        f"{len(tb.i.times)} beats taken ({taken} expected) and o.valid {int(dut.o__valid.value)} while the " \
+        f"result is held"
     tb.o.stall = 0.0
     await tb.check(dots)
 
