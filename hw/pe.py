@@ -10,7 +10,7 @@ __all__ = ["STAGE_DELAYS_NS", "MAX_STAGES", "GRID", "PEControl", "shift_by_spans
 #: Critical path of the PE (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration, as
 #: ``python -m hw.build --target synth --block pe --set pipeline.pe=D`` measures it) at each ``stages`` depth
 #: D, shallowest first (:mod:`hw.pipeline`).
-STAGE_DELAYS_NS = (5.45, 4.54, 3.69)
+STAGE_DELAYS_NS = (5.25, 4.54, 3.69)
 
 #: The deepest ``stages`` of :class:`BitScalablePE`.
 MAX_STAGES = len(STAGE_DELAYS_NS) - 1

@@ -5,8 +5,10 @@ the register stages it adds to its shallowest form, 0 up to its maximum. Its mod
 ``STAGE_DELAYS_NS``: the critical path, in ns, at each depth 0, 1, ... (sky130_fd_sc_hd typical, flip-flop
 clock-to-Q and setup included, as ``python -m hw.build --target synth --block NAME`` reports it at the
 default configuration with ``pipeline.NAME`` set to that depth). The configuration key ``pipeline.NAME``
-is a depth or ``"auto"``: the shallowest depth whose delay fits the period ``1000 / clock_mhz``, or the
-deepest when none does (the timing report then shows the negative slack). The delays are the estimate the
+is a depth or ``"auto"``: the shallowest depth whose delay fits the period ``1000 / clock_mhz`` less a
+guard band of :data:`GUARD_BAND` of the period, or the deepest when none does (the timing report then
+shows what is left). The guard band stands for what the estimate leaves out: wires, and the few percent by
+which ABC's result for the same logic varies from run to run. The delays are the estimate the
 placement uses; the synthesis report is the measurement.
 
 Every block states its latency at each depth in its docstring, and its golden model and bench read the
@@ -16,7 +18,10 @@ depth from the configuration (:meth:`hw.config.Config.stages`).
 import importlib
 
 
-__all__ = ["BLOCK_MODULES", "stage_delays", "max_stages", "auto_stages"]
+__all__ = ["GUARD_BAND", "BLOCK_MODULES", "stage_delays", "max_stages", "auto_stages"]
+
+#: The part of the clock period ``"auto"`` keeps free of logic.
+GUARD_BAND = 0.05
 
 #: Pipelined blocks (their ``pipeline.<name>`` key) and the module that declares ``STAGE_DELAYS_NS``.
 BLOCK_MODULES = {
@@ -40,8 +45,8 @@ def max_stages(block):
 
 
 def auto_stages(block, clock_mhz):
-    """The shallowest depth of ``block`` whose estimated critical path fits a ``clock_mhz`` clock (else the
-    deepest)."""
-    period = 1000.0 / clock_mhz
+    """The shallowest depth of ``block`` whose estimated critical path fits a ``clock_mhz`` clock less the
+    guard band (else the deepest)."""
+    period = 1000.0 / clock_mhz * (1 - GUARD_BAND)
     delays = stage_delays(block)
     return next((depth for depth, ns in enumerate(delays) if ns <= period + 1e-9), len(delays) - 1)

@@ -15,7 +15,7 @@ __all__ = ["STAGE_DELAYS_NS", "GRAD_BITS", "command_layout", "input_layout", "ou
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
 #: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`), as
 #: ``python -m hw.build --target synth --block weight_update --set pipeline.weight_update=D`` reports it.
-STAGE_DELAYS_NS = (5.30, 3.45)
+STAGE_DELAYS_NS = (4.98, 3.45)
 
 #: Bits of a gradient code (the widest DFXP word).
 GRAD_BITS = 16

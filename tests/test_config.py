@@ -127,13 +127,17 @@ def test_core_config_wrong(overrides, message):
 
 
 def test_stages_auto_follows_the_clock():
-    from hw.pipeline import BLOCK_MODULES, auto_stages, stage_delays
+    from hw.pipeline import BLOCK_MODULES, GUARD_BAND, auto_stages, stage_delays
     for block in BLOCK_MODULES:
         delays = stage_delays(block)
         for depth, ns in enumerate(delays):
-            # A clock just slow enough for this depth places it, unless a shallower depth fits too.
+            # A clock just slow enough for this depth (its guard band included) places it, unless a
+            # shallower depth fits too; a clock slightly faster does not.
             want = next(d for d, t in enumerate(delays) if t <= ns)
-            assert auto_stages(block, 1000.0 / ns) == want
-            assert Config(clock_mhz=1000.0 / ns).stages(block) == want
+            mhz = 1000.0 * (1 - GUARD_BAND) / ns
+            assert auto_stages(block, mhz) == want
+            assert Config(clock_mhz=mhz).stages(block) == want
+            if want == depth and depth < len(delays) - 1:
+                assert auto_stages(block, mhz * 1.001) > depth
         assert auto_stages(block, 1000.0 / (min(delays) / 2)) == len(delays) - 1    # none fits: the deepest
         assert Config(pipeline=PipelineConfig(**{block: 0})).stages(block) == 0
