@@ -66,7 +66,9 @@ class PDFAController(wiring.Component):
 
     Counters ``<engine>_busy``, ``_stall`` and ``_idle`` count, for each cycle of the last run, whether the
     engine had a command outstanding (or took one), was offered one it did not take, or neither; they sum to
-    ``status.cycles`` and are cleared by ``start``.
+    ``status.cycles`` and are cleared by ``start``. They and ``status.cycles`` count a cycle one cycle after
+    it (their enables are registered): during a run they lag by one, and they are final when ``status`` is
+    offered.
 
     Parameters
     ----------
@@ -228,16 +230,21 @@ class PDFAController(wiring.Component):
                     m.d.sync += [p[e].eq(0), t[e].eq(t[e] + 1)]
                 with m.Else():
                     m.d.sync += p[e].eq(p[e] + 1)
+            # Each cycle's class is registered and counted the cycle after: the counters lag the run by one
+            # cycle (they are final when the status is offered, a cycle after the last counted one), and the
+            # engines' progress against the sample count stays off their carry chains.
             busy_n, stall_n, idle_n = (getattr(self, f"{e}_{c}") for c in ("busy", "stall", "idle"))
-            with m.If(counting):
-                with m.If(busy[e] | (cmd.valid & cmd.ready)):
-                    m.d.sync += busy_n.eq(busy_n + 1)
-                with m.Elif(cmd.valid):
-                    m.d.sync += stall_n.eq(stall_n + 1)
-                with m.Else():
-                    m.d.sync += idle_n.eq(idle_n + 1)
+            was = {c: Signal(name=f"{e}_was_{c}") for c in ("busy", "stall", "idle")}
+            is_busy = busy[e] | (cmd.valid & cmd.ready)
+            m.d.sync += [was["busy"].eq(counting & is_busy), was["stall"].eq(counting & ~is_busy & cmd.valid),
+                         was["idle"].eq(counting & ~is_busy & ~cmd.valid)]
+            for c, counter in (("busy", busy_n), ("stall", stall_n), ("idle", idle_n)):
+                with m.If(was[c]):
+                    m.d.sync += counter.eq(counter + 1)
 
-        with m.If(counting):
+        was_counting = Signal()
+        m.d.sync += was_counting.eq(counting)
+        with m.If(was_counting):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(running & all_finished):
             m.d.sync += [running.eq(0), reporting.eq(1)]
