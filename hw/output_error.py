@@ -560,7 +560,10 @@ class OutputErrorUnit(wiring.Component):
     samples every :attr:`group_cycles` = ``classes + 15`` cycles in steady state at every depth (see
     :class:`SoftmaxUnit`; the divider is :class:`Reciprocal`, :data:`RECIP_CYCLES` = 11 cycles). Every
     other timing is that of ``stages=0`` with the fixed offset: a group's first code comes at the later of
-    ``latency`` after its last logit beat and ``group_cycles`` after the previous group's first code. Back-pressure on ``o`` or ``stats`` stalls the
+    ``latency`` after its last logit beat and ``group_cycles`` after the previous group's first code, with
+    one exception measured at ``stages=1``: the first group of a job that follows another job back to back
+    may come one cycle later (jobs of one group each: gaps of ``group_cycles`` and ``group_cycles + 1``;
+    within a job the rate holds). Back-pressure on ``o`` or ``stats`` stalls the
     conversion and, behind it, the softmax; nothing is lost or repeated. ``cmd`` is held in one register
     per submodule: the next command is taken once both have taken the previous one.
 

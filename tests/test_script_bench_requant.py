@@ -92,7 +92,14 @@ def test_smoke(tmp_path):
     assert oe["long_job"]["groups"] == 3 and oe["one_group_jobs"]["groups"] == oe["one_group_jobs"]["jobs"] == 16
     # A group every classes + divider + 4 cycles, as the unit documents; one sample per lane per group.
     assert oe["cycles_per_group"] == oe["documented_group_cycles"] == classes + RECIP_CYCLES + 4
-    assert oe["long_job"]["group_gaps"] == oe["one_group_jobs"]["group_gaps"] == [classes + RECIP_CYCLES + 4]
+    gap = classes + RECIP_CYCLES + 4
+    assert oe["long_job"]["group_gaps"] == [gap]
+    # Back-to-back jobs of one group: at the default depth of the unit (1) a job's first group may come a cycle
+    # late, as the unit documents; unpipelined, never.
+    if small.stages("output_error") == 0:
+        assert oe["one_group_jobs"]["group_gaps"] == [gap]
+    else:
+        assert gap in oe["one_group_jobs"]["group_gaps"] and set(oe["one_group_jobs"]["group_gaps"]) <= {gap, gap + 1}
     assert oe["overhead_cycles"] == 4 and oe["samples_per_cycle_per_lane"] == round(1 / oe["cycles_per_group"], 6)
     assert oe["latency_cycles"] == oe["documented_latency_cycles"] and oe["meets_documented"]
     area = report["area"]
