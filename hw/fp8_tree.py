@@ -5,10 +5,10 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .fp32 import F32_NAN, FP32Adder, round_fixed_to_f32, shift_right_sticky, signed_width
+from .pipeline import check_stages
 
 
-__all__ = ["STAGE_DELAYS_NS", "ElemFormat", "input_layout", "FP8MacTree", "BF16MacTree", "Int8DotTree", "check_k",
-           "check_stages"]
+__all__ = ["STAGE_DELAYS_NS", "ElemFormat", "input_layout", "FP8MacTree", "BF16MacTree", "Int8DotTree", "check_k"]
 
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
 #: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`), as measured by
@@ -66,13 +66,6 @@ def _decode(code, fmt):
     is_nan = Mux(is_e5, (e5_exp == 0x1F) & (e5_man != 0), (e4_exp == 0xF) & (e4_man == 0x7))
     is_inf = is_e5 & (e5_exp == 0x1F) & (e5_man == 0)
     return sign, m, q, is_nan, is_inf
-
-
-def check_stages(stages, deepest):
-    if not isinstance(stages, int) or isinstance(stages, bool):
-        raise TypeError(f"Stages must be an integer, not {stages!r}")
-    if not 0 <= stages <= deepest:
-        raise ValueError(f"Stages must be from 0 to {deepest}, not {stages!r}")
 
 
 def _comb(m, value, shape, name):

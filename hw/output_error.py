@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from golden.core import ERROR_FRAC_IN, EXP2_TABLE, EXP_FRAC_BITS, LOG2E, RECIP_BITS
 from . import requant
 from .lfsr import STATE_BITS, seed_layout
+from .pipeline import check_stages
 from .requant import ConversionUnit, wire
 
 
@@ -178,13 +179,6 @@ def _check_int(name, value, low, high=None):
         raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
 
 
-def _check_stages(stages):
-    if not isinstance(stages, int) or isinstance(stages, bool):
-        raise TypeError(f"Stages must be an integer, not {stages!r}")
-    if not 0 <= stages <= len(STAGE_DELAYS_NS) - 1:
-        raise ValueError(f"Stages must be from 0 to {len(STAGE_DELAYS_NS) - 1}, not {stages!r}")
-
-
 class Reciprocal(wiring.Component):
     """Per lane, the reciprocal ``R = floor(2**35 / S)`` of a softmax sum ``S >= 2**15``.
 
@@ -218,7 +212,7 @@ class Reciprocal(wiring.Component):
     def __init__(self, *, lanes, sum_width, stages=0):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Sum width", sum_width, 16, 32)
-        _check_stages(stages)
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         self._lanes, self._sum_width, self._stages = lanes, sum_width, stages
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(sum_width), lanes))),
@@ -338,7 +332,7 @@ class SoftmaxUnit(wiring.Component):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Class count", classes, 2, 256)
         _check_int("Group limit", max_groups, 1)
-        _check_stages(stages)
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         self._lanes, self._classes, self._max_groups, self._stages = lanes, classes, max_groups, stages
         super().__init__({
             "cmd": In(stream.Signature(softmax_command_layout(max_groups))),
@@ -599,7 +593,7 @@ class OutputErrorUnit(wiring.Component):
         _check_int("Lane count", lanes, 1, 64)
         _check_int("Class count", classes, 2, 256)
         _check_int("Group limit", max_groups, 1)
-        _check_stages(stages)
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         self._lanes, self._classes, self._max_groups, self._stages = lanes, classes, max_groups, stages
         self._max_beats = max_beats(classes, max_groups)
         super().__init__({

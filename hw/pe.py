@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import check_stages
+
 
 __all__ = ["STAGE_DELAYS_NS", "MAX_STAGES", "GRID", "PEControl", "shift_by_spans", "BitScalablePE", "Fixed16PE"]
 
@@ -41,13 +43,6 @@ def shift_by_spans(value, lo_bit, hi_bit, step):
     if lo_bit is None:
         return Mux(hi_bit, value << step, value)
     return Mux(lo_bit, Mux(hi_bit, value << 2 * step, value << step), Mux(hi_bit, value << step, value))
-
-
-def _check_stages(stages):
-    if not isinstance(stages, int) or isinstance(stages, bool):
-        raise TypeError(f"Stages must be an integer, not {stages!r}")
-    if not 0 <= stages <= MAX_STAGES:
-        raise ValueError(f"Stages must be from 0 to {MAX_STAGES}, not {stages!r}")
 
 
 def _register(m, name, values, width):
@@ -111,7 +106,7 @@ class BitScalablePE(wiring.Component):
 
     def __init__(self, *, acc_width, stages=0):
         _check_acc_width(acc_width)
-        _check_stages(stages)
+        check_stages(stages, MAX_STAGES)
         self._acc_width = acc_width
         self._stages = stages
         super().__init__({

@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 from golden.dfxp import PRECISIONS
 from golden.pe_array import Mode as _GoldenMode, precision_code
 
-from .pe import GRID, BitScalablePE, PEControl, _check_stages
+from .pe import GRID, MAX_STAGES, BitScalablePE, PEControl
+from .pipeline import check_stages
 
 
 __all__ = ["Mode", "LINE_BITS", "PRECISION_CODES", "command_layout", "output_layout", "PEArray", "shared_pe_modules"]
@@ -432,7 +433,7 @@ class PEArray(wiring.Component):
             raise TypeError(f"Drain row count must be an integer, not {drain_rows!r}")
         if not 1 <= drain_rows <= 64:
             raise ValueError(f"Drain row count must be an integer in 1..64, not {drain_rows!r}")
-        _check_stages(stages)
+        check_stages(stages, MAX_STAGES)
         self._stages = stages
         self._rows, self._cols, self._max_k = rows, cols, max_k
         self._drain_buffers = drain_buffers

@@ -18,7 +18,7 @@ depth from the configuration (:meth:`hw.config.Config.stages`).
 import importlib
 
 
-__all__ = ["GUARD_BAND", "BLOCK_MODULES", "stage_delays", "max_stages", "auto_stages"]
+__all__ = ["GUARD_BAND", "BLOCK_MODULES", "check_stages", "stage_delays", "max_stages", "auto_stages"]
 
 #: The part of the clock period ``"auto"`` keeps free of logic.
 GUARD_BAND = 0.05
@@ -32,6 +32,14 @@ BLOCK_MODULES = {
     "output_error": "hw.output_error",
     "weight_update": "hw.weight_update",
 }
+
+
+def check_stages(stages, deepest):
+    """A block constructor's check of its ``stages`` parameter (0 to ``deepest``): TypeError or ValueError."""
+    if not isinstance(stages, int) or isinstance(stages, bool):
+        raise TypeError(f"Stages must be an integer, not {stages!r}")
+    if not 0 <= stages <= deepest:
+        raise ValueError(f"Stages must be from 0 to {deepest}, not {stages!r}")
 
 
 def stage_delays(block):

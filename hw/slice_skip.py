@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from golden.dfxp import PRECISIONS
 
 from .muxes import any_of, select
+from .pipeline import check_stages
 
 
 __all__ = ["STAGE_DELAYS_NS", "input_layout", "SliceSkipPE"]
@@ -87,11 +88,10 @@ class SliceSkipPE(wiring.Component):
 
     def __init__(self, *, bits=16, pairs=8, slots=16, acc_width=48, stages=0):
         for name, value in (("Operand width", bits), ("Pair count", pairs), ("Slot count", slots),
-                            ("Accumulator width", acc_width), ("Stages", stages)):
+                            ("Accumulator width", acc_width)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
-        if not 0 <= stages < len(STAGE_DELAYS_NS):
-            raise ValueError(f"Stages must be from 0 to {len(STAGE_DELAYS_NS) - 1}, not {stages!r}")
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         if bits not in PRECISIONS:
             raise ValueError(f"Operand width must be one of {', '.join(map(str, PRECISIONS))}, not {bits}")
         if pairs < 1:

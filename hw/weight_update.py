@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.core import MASTER_BITS
 from .lfsr import DRAW_BITS, STATE_BITS, LfsrBank, seed_layout
+from .pipeline import check_stages
 from .requant import _check_lanes, _check_max_beats, beat_control, clamp, wire
 
 
@@ -47,13 +48,6 @@ def output_layout(lanes):
         "master": data.ArrayLayout(signed(MASTER_BITS), lanes),
         "last": unsigned(1),
     })
-
-
-def _check_stages(stages):
-    if not isinstance(stages, int) or isinstance(stages, bool):
-        raise TypeError(f"Stages must be an integer, not {stages!r}")
-    if not 0 <= stages < len(STAGE_DELAYS_NS):
-        raise ValueError(f"Stages must be from 0 to {len(STAGE_DELAYS_NS) - 1}, not {stages!r}")
 
 
 class WeightUpdateUnit(wiring.Component):
@@ -108,7 +102,7 @@ class WeightUpdateUnit(wiring.Component):
     def __init__(self, *, lanes, max_beats=2 ** 16, stages=0):
         _check_lanes(lanes)
         _check_max_beats(max_beats)
-        _check_stages(stages)
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         self._lanes, self._max_beats, self._stages = lanes, max_beats, stages
         super().__init__({
             "cmd": In(stream.Signature(command_layout(max_beats))),

@@ -7,6 +7,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .muxes import any_of, select
+from .pipeline import check_stages
 
 
 __all__ = ["STAGE_DELAYS_NS", "input_layout", "weight_layout", "output_layout", "ZeroSkip"]
@@ -89,10 +90,7 @@ class ZeroSkip(wiring.Component):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, not {value!r}")
-        if not isinstance(stages, int) or isinstance(stages, bool):
-            raise TypeError(f"Stages must be an integer, not {stages!r}")
-        if not 0 <= stages < len(STAGE_DELAYS_NS):
-            raise ValueError(f"Stages must be from 0 to {len(STAGE_DELAYS_NS) - 1}, not {stages!r}")
+        check_stages(stages, len(STAGE_DELAYS_NS) - 1)
         if window < slots:
             raise ValueError(f"Window must be at least the slot count ({slots}), not {window}")
         self._window, self._slots, self._width = window, slots, width
