@@ -1,8 +1,6 @@
 """AXILiteSlave and CSRBlock: constructors, amaranth.sim tests on the demo top (verif/axil_demo.py) against
 its Python model, and the cocotb bench on both simulators."""
 
-import hashlib
-import os
 import random
 from collections import Counter, deque
 from pathlib import Path
@@ -18,7 +16,7 @@ from hw.axil import (AXIL_CHANNELS, RESP_OKAY, RESP_SLVERR, AXILiteSlave, axil_c
                      axil_signature, bus_signature, request_layout)
 from hw.regmap import CSRBlock, Field, Register, RegisterMap, Window
 from verif.axil_demo import DEMO_ID, DEMO_MAP, EXT_ERROR_WORD, DemoModel, DemoTop
-from verif.runner import _VERILATOR_FLAGS, BenchResult, _verilator_env, simulator_status, _locked
+from verif.runner import run_design
 
 from .sim_streams import stream_get, stream_put
 
@@ -700,41 +698,9 @@ TOP = "edgetrain_axil_demo"
 def run_demo_bench(sim, *, seed=None, testcase=None, waves=None):
     """Build the demo top (verif/axil_demo.py) for ``sim`` under build/sim/axil_demo/<sim> and run its bench,
     as verif.runner.run_bench does for the blocks of hw/build.py (same flags, timescale, seed, waves)."""
-    from cocotb_tools.runner import get_results, get_runner
-
-    available, reason = simulator_status(sim)
-    if not available:
-        raise RuntimeError(reason)
-    if waves is None:
-        waves = os.environ.get("EDGETRAIN_WAVES", "") not in ("", "0")
-    source = verilog.convert(DemoTop(), name=TOP, emit_src=False)
-    flags = list(_VERILATOR_FLAGS) if sim == "verilator" else []
-    key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
-    build_dir = _ROOT / "build" / "sim" / "axil_demo" / f"{sim}-{key}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):     # parallel test workers take turns
-        vfile = build_dir / "axil_demo.v"
-        if not vfile.exists() or vfile.read_text() != source:
-            vfile.write_text(source)
-        env_backup = dict(os.environ)
-        os.environ.update(_verilator_env() if sim == "verilator" else {})
-        try:
-            runner = get_runner(sim)
-            runner.build(sources=[vfile], hdl_toplevel=TOP, build_dir=build_dir, build_args=flags,
-                         timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
-            if seed is None:
-                seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-            run_dir = build_dir / f"run-{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
-            results_xml = runner.test(test_module="verif.axil_demo", hdl_toplevel=TOP, testcase=testcase,
-                                      build_dir=build_dir, test_dir=run_dir, seed=seed, extra_env=env, waves=waves,
-                                      timescale=("1ns", "1ps"), log_file=run_dir / "sim.log")
-        finally:
-            os.environ.clear()
-            os.environ.update(env_backup)
-        tests, failed = get_results(results_xml)
-        return BenchResult(sim, seed, tests, failed, Path(results_xml), run_dir)
+    return run_design("axil_demo", verilog.convert(DemoTop(), name=TOP, emit_src=False), TOP, sim,
+                      build_parent=_ROOT / "build" / "sim" / "axil_demo", test_module="verif.axil_demo",
+                      testcase=testcase, seed=seed, waves=waves)
 
 
 def test_bench(simulator):

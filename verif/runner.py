@@ -28,7 +28,7 @@ from pathlib import Path
 from hw.build import BLOCKS, elaborate
 
 
-__all__ = ["SIMULATORS", "simulator_status", "BenchResult", "run_bench"]
+__all__ = ["SIMULATORS", "simulator_status", "simulator_ready", "BenchResult", "run_bench", "run_design"]
 
 SIMULATORS = ("verilator", "icarus")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -118,54 +118,65 @@ class BenchResult:
 def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None, seed=None, waves=None,
               extra_env=None, build_root=None):
     """Build ``block`` for ``config`` on ``sim`` (cached) and run its cocotb bench; return a BenchResult."""
+    simulator_ready(sim)
+    build_root = Path(build_root) if build_root else _ROOT / "build" / "sim"
+    config_text = config.to_json()
+
+    def write_config(build_dir):
+        (build_dir / "config.json").write_text(config_text)
+        return {"EDGETRAIN_CONFIG": str(build_dir / "config.json")}
+
+    return run_design(block, elaborate(block, config), BLOCKS[block].top, sim,
+                      build_parent=build_root / config.name / block, test_module=test_module or f"verif.{block}",
+                      testcase=testcase, seed=seed, waves=waves, extra_env=extra_env, prepare=write_config)
+
+
+def simulator_ready(sim):
+    """Raise RuntimeError with the reason when ``sim`` is not available."""
     available, reason = simulator_status(sim)
     if not available:
         raise RuntimeError(reason)
-    if waves is None:
-        waves = os.environ.get("EDGETRAIN_WAVES", "") not in ("", "0")
-    build_root = Path(build_root) if build_root else _ROOT / "build" / "sim"
-    top = BLOCKS[block].top
-    source = elaborate(block, config)
-    flags = list(_VERILATOR_FLAGS) if sim == "verilator" else []
-    key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
-    build_dir = build_root / config.name / block / f"{sim}-{key}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):
-        return _build_and_run(block, config, sim, build_dir, source, flags, top, test_module=test_module,
-                              testcase=testcase, seed=seed, waves=waves, extra_env=extra_env)
 
 
-def _build_and_run(block, config, sim, build_dir, source, flags, top, *, test_module, testcase, seed, waves,
-                   extra_env):
+def run_design(name, source, top, sim, *, build_parent, test_module, testcase=None, seed=None, waves=None,
+               extra_env=None, prepare=None):
+    """Build the Verilog ``source`` (top module ``top``) on ``sim`` under
+    ``build_parent/<simulator>-<hash>`` (cached) and run the cocotb module ``test_module`` on it; return a
+    BenchResult. ``prepare(build_dir)``, if given, runs before the build and returns environment variables
+    for the bench."""
     from cocotb_tools.runner import get_results, get_runner
 
-    vfile = build_dir / f"{block}.v"
-    if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
-        vfile.write_text(source)
-    config_file = build_dir / "config.json"
-    config_file.write_text(config.to_json())
-
-    env_backup = dict(os.environ)
-    os.environ.update(_verilator_env() if sim == "verilator" else {})
-    try:
-        runner = get_runner(sim)
-        runner.build(sources=[vfile], hdl_toplevel=top, build_dir=build_dir, build_args=flags,
-                     timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-        run_dir = build_dir / f"run-{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+    simulator_ready(sim)
+    if waves is None:
+        waves = os.environ.get("EDGETRAIN_WAVES", "") not in ("", "0")
+    flags = list(_VERILATOR_FLAGS) if sim == "verilator" else []
+    key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
+    build_dir = Path(build_parent) / f"{sim}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+        vfile = build_dir / f"{name}.v"
+        if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
+            vfile.write_text(source)
         env = {
-            "EDGETRAIN_CONFIG": str(config_file),
+            **(prepare(build_dir) if prepare else {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
             **(extra_env or {}),
         }
-        results_xml = runner.test(test_module=test_module or f"verif.{block}", hdl_toplevel=top,
-                                  testcase=testcase, build_dir=build_dir, test_dir=run_dir, seed=seed,
-                                  extra_env=env, waves=waves, timescale=("1ns", "1ps"),
-                                  log_file=run_dir / "sim.log")
-    finally:
-        os.environ.clear()
-        os.environ.update(env_backup)
+        env_backup = dict(os.environ)
+        os.environ.update(_verilator_env() if sim == "verilator" else {})
+        try:
+            runner = get_runner(sim)
+            runner.build(sources=[vfile], hdl_toplevel=top, build_dir=build_dir, build_args=flags,
+                         timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
+            if seed is None:
+                seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+            run_dir = build_dir / f"run-{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            results_xml = runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
+                                      build_dir=build_dir, test_dir=run_dir, seed=seed, extra_env=env, waves=waves,
+                                      timescale=("1ns", "1ps"), log_file=run_dir / "sim.log")
+        finally:
+            os.environ.clear()
+            os.environ.update(env_backup)
     tests, failed = get_results(results_xml)
     return BenchResult(sim, seed, tests, failed, Path(results_xml), run_dir)
