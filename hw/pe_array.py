@@ -4,7 +4,7 @@ import contextlib
 import contextvars
 import math
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -157,9 +157,11 @@ class _LineRouter(wiring.Component):
     Takes the slices of the beat the line can read (:func:`_line_views`, gathered by the array as wiring)
     and routes them to the 16 multipliers of the line's PEs for the command's (transposed, prec_a,
     prec_b), in offset binary, into the operand register (zeros on cycles without a beat: the PEs then add
-    zero, so they need no enable). Beside the PEs and with their timing, it accumulates the line's sum of
-    offset-binary operands, which turns the PEs' offset-binary sums into signed results (see
-    :mod:`golden.pe_array`).
+    zero, so they need no enable). Beside the PEs and with their timing, it accumulates the line's
+    correction, which turns the PEs' offset-binary sums into signed results (see :mod:`golden.pe_array`):
+    the line's sum of offset-binary operands, shifted by the other side's precision, less (A side) the
+    offsets' products; each beat adds its share, so the correction is ready with the PEs' sums and the
+    drain takes it without arithmetic.
 
     Latency: ``ops`` 1 cycle after ``slices``; ``sum`` ``2 + stages`` cycles after ``ops`` and ``ctl``, as
     the PE's ``acc`` (with ``stages`` >= 1 the line's four slot sums are registered, then the beat's line
@@ -183,7 +185,7 @@ class _LineRouter(wiring.Component):
     transposed : In(1)
         The side is read transposed.
     prec_a, prec_b : In(2)
-        Precision codes of the command.
+        Precision codes of the command (of the beat taken this cycle).
     go : In(1)
         A beat is taken this cycle.
     ctl : In(PEControl)
@@ -194,7 +196,8 @@ class _LineRouter(wiring.Component):
     ops : Out(ArrayLayout(unsigned(4), 16))
         The multiplier operands of the line's PEs.
     sum : Out(unsigned(acc_width))
-        The accumulated sum of the line's operands (modulo ``2**acc_width``).
+        The line's correction (modulo ``2**acc_width``): the row correction ``row_sum << (pb - 1) - beats *
+        lanes * 2**(pa + pb - 2)`` (A side) or the column correction ``col_sum << (pa - 1)`` (B side).
     """
 
     def __init__(self, *, a_side, precisions, acc_width, stages=0):
@@ -252,11 +255,18 @@ class _LineRouter(wiring.Component):
                 term = self.ops[index]
                 part = part + (term if starts[p] is None else Mux(starts[p], term, 0))
             parts.append(part)
+        # The beat's precision codes and whether it counts (a beat of supported precisions) travel with it.
+        supported = Const(sum(1 << PRECISION_CODES[p] for p in self._precisions), 4)
+        beat = Signal(data.StructLayout({"ca": 2, "cb": 2, "ok": 1}))
+        m.d.sync += beat.eq(Cat(self.prec_a, self.prec_b, self.go & supported.bit_select(self.prec_a, 1)
+                                & supported.bit_select(self.prec_b, 1)))
         if self._stages:
             regs = [Signal(6, name=f"part{i}") for i in range(GRID)]      # four slices: at most 60
             spans = Signal(2)
+            beat_reg = Signal.like(beat, name="beat_s")
             m.d.sync += [reg.eq(part) for reg, part in zip(regs, parts)] + [spans.eq(Cat(own_ge2, own_eq4))]
-            parts, (own_ge2, own_eq4) = regs, (spans[0], spans[1])
+            m.d.sync += beat_reg.eq(beat)
+            parts, (own_ge2, own_eq4), beat = regs, (spans[0], spans[1]), beat_reg
         total = 0
         for slot_pos, part in enumerate(parts):
             # Weight 16**(slot_pos % span): 1, 16 if span >= 2, 256 if span 4, 4096 / 16 / 1 for slot 3.
@@ -268,10 +278,27 @@ class _LineRouter(wiring.Component):
                 total = total + Mux(own_eq4, part << 8, part)
             else:
                 total = total + Mux(own_eq4, part << 12, Mux(own_ge2, part << 4, part))
-        line_sum = Signal(20)
-        m.d.sync += line_sum.eq(total)
+        # The beat's share of the line's correction (golden.pe_array): the A side's row correction is
+        # row_sum << (pb - 1) - beats * lanes * 2**(pa + pb - 2), the B side's column correction
+        # col_sum << (pa - 1), with pa - 1 = 4 * code_a + 3. Each beat adds its line sum shifted and, on the A
+        # side, less its lanes * 2**(pa + pb - 2), so the accumulated sum is the correction itself and the
+        # drain takes it as it is.
+        width = self._acc_width
+        other = beat.cb if self._a_side else beat.ca
+        shifted = Array(total << (4 * code + 3) for code in range(4))[other]
+        if self._a_side:
+            def lanes_term(ca, cb):
+                # lanes = (4 / span_a) * (4 / span_b), spans 1, 2, 4, 4 for codes 0..3; pa + pb - 2 = 4 *
+                # (code_a + code_b) + 6.
+                log2_span = (0, 1, 2, 2)
+                return 1 << (10 + 4 * (ca + cb) - log2_span[ca] - log2_span[cb])
+            terms = Array(Const(lanes_term(code & 3, code >> 2), width) for code in range(16))
+            offset = Mux(beat.ok, terms[Cat(beat.ca, beat.cb)], 0)
+            shifted = shifted - offset
+        line_sum = Signal(width)
+        m.d.sync += line_sum.eq(shifted)
         for i in range(self._stages - 1):
-            line_sum, previous = Signal(20, name=f"line_sum_d{i}"), line_sum
+            line_sum, previous = Signal(width, name=f"line_sum_d{i}"), line_sum
             m.d.sync += line_sum.eq(previous)
         m.d.sync += self.sum.eq(Mux(self.first, line_sum, self.sum + line_sum))
         return m
@@ -356,8 +383,9 @@ class PEArray(wiring.Component):
     transfer (``ceil(rows / drain_rows)`` transfers, top rows first), ``last`` on the final one. Beats carry operand blocks as read from memory; the mode sets
     whether each side is read straight or transposed (see :mod:`golden.pe_array` for the bit layout), and
     per-row/per-column multiplexers route the slices to the PEs' multipliers, in offset binary. Beside the
-    PEs, one accumulator per PE row and per PE column sums that line's operands; as the tile drains, each
-    result is corrected from its row's and column's sums into the exact signed dot product.
+    PEs, one accumulator per PE row and per PE column sums that line's correction (its operands' sum, shifted
+    and offset per beat); as the tile drains, each result less its row's and column's corrections is the
+    exact signed dot product.
 
     Throughput: one beat per cycle, ``rows*cols*lanes(pa, pb)`` MACs per cycle, with back-to-back commands
     (the next command is taken with the last beat of the current one). The output tile is copied into a
@@ -474,7 +502,6 @@ class PEArray(wiring.Component):
         prec_b = Signal(2)
         remaining = Signal(k_width)
         first = Signal()
-        prec_ok = Signal()      # routing exists for the command's precisions (else all slices are zero)
         # Output state: the tiles past their last beat (in the PE pipeline, held or draining), a tile in
         # the drain buffer.
         owned = Signal(range(self._drain_buffers + 1))
@@ -502,7 +529,6 @@ class PEArray(wiring.Component):
             ]
             supported = Const(sum(1 << PRECISION_CODES[p] for p in self._precisions), 4)
             prec_valid = supported.bit_select(payload.prec_a, 1) & supported.bit_select(payload.prec_b, 1)
-            m.d.sync += prec_ok.eq(prec_valid)
             with m.If((payload.mode.as_value() == 3) | ~prec_valid):
                 m.d.sync += self.error.eq(1)
 
@@ -584,35 +610,6 @@ class PEArray(wiring.Component):
                     row.append(acc)
             accs.append(row)
 
-        # The finishing tile's precisions and length, for its correction: they travel down the pipeline with
-        # its last beat (lasts, done), so tiles of commands shorter than the pipeline overlap.
-        beats_m1 = Signal(k_width)
-        with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += beats_m1.eq(self.cmd.payload.beats_m1)
-        tile_layout = data.StructLayout({"pa": 2, "pb": 2, "beats": k_width + 1})
-        tile_pipe = [Signal(tile_layout, name=f"tile{i}") for i in range(3 + self._stages)]
-        m.d.sync += [tile_pipe[0].pa.eq(prec_a), tile_pipe[0].pb.eq(prec_b),
-                     tile_pipe[0].beats.eq(Mux(prec_ok, beats_m1 + 1, 0))]
-        m.d.sync += [later.eq(earlier) for earlier, later in zip(tile_pipe, tile_pipe[1:])]
-
-        # Corrections: result[r][c] = acc[r][c] - row_corr[r] - col_corr[c], modulo 2**acc_width, with
-        # row_corr = row_sum << (pb - 1) - beats * lanes * 2**(pa + pb - 2), col_corr = col_sum << (pa - 1).
-        # What depends on the tile's parameters alone is registered from the stage before the last: it is
-        # ready with the tile (tile_pipe[-1] is tile_pipe[-2] one cycle later), off the drain's path.
-        pre = tile_pipe[-2]
-        shift_pa = Signal(2)
-        shift_pb = Signal(2)
-        beats_term = Signal(width)
-        def log2_span(code):    # spans 1, 2, 4, 4 for codes 0..3
-            return Mux(code[1], 2, code[0])
-        # log2(lanes) = (2 - log2 span_a) + (2 - log2 span_b); pa + pb - 2 = 4*(code_a + code_b) + 6.
-        const_shift = Signal(range(64))
-        m.d.comb += const_shift.eq(10 + 4 * (pre.pa + pre.pb) - log2_span(pre.pa) - log2_span(pre.pb))
-        m.d.sync += [shift_pa.eq(pre.pa), shift_pb.eq(pre.pb), beats_term.eq(pre.beats << const_shift)]
-        # Shifts 4 * code + 3: a 4-way choice, the low bits constant.
-        row_shift = Cat(Const(3, 2), shift_pb)
-        col_shift = Cat(Const(3, 2), shift_pa)
-
         # Drain buffer: per column a shift register of tile rows (a _DrainColumn, the same for every column),
         # the top `drain_rows` rows on `o`, corrected on the way out; each transfer shifts by `drain_rows` rows.
         # The row corrections are shared by the columns and shift here.
@@ -623,8 +620,8 @@ class PEArray(wiring.Component):
         hold_row_corr = [Signal(width, name=f"hold_row_corr{r}") for r in range(rows)] if two else None
         row_count = Signal(range(max(steps, 2)))   # transfers of the tile done (one bit when there is one)
         final = row_count == steps - 1
-        new_row_corr = [(row_sums[r] << row_shift) - beats_term for r in range(rows)]
-        new_col_corr = [col_sums[c] << col_shift for c in range(cols)]
+        # The line sums are the corrections (see _LineRouter).
+        new_row_corr, new_col_corr = row_sums, col_sums
 
         take = self.o.valid & self.o.ready
         finishing = take & final
@@ -650,7 +647,7 @@ class PEArray(wiring.Component):
         out = Signal(per * cols * width)
         for c in range(cols):
             # (Port names avoid SystemVerilog keywords: `new`, `final`.)
-            inputs = {"tile": Cat(*(accs[r][c] for r in range(rows))), "tile_corr": new_col_corr[c][:width],
+            inputs = {"tile": Cat(*(accs[r][c] for r in range(rows))), "tile_corr": new_col_corr[c],
                       "row_corr": top_corr, "ld_new": ld_new, "ld_hold": ld_hold, "cap_hold": cap_hold,
                       "shift": take, "last": final}
             data_c = out[c * per * width:(c + 1) * per * width]
