@@ -5,8 +5,10 @@ source with random pauses on every channel, the generated register driver, ``irq
 touches an internal signal.
 
 * ``train_<algorithm>_dfxp<bits>``: BP, DFA and PDFA at DFXP-8 and DFXP-16 on small digits networks
-  (:data:`CASES`: two and three weight layers, ragged widths and batches, BP serial and overlapped; one BP
-  case with stochastic thresholding of errors and gradients, 12-bit gradients and an exact update). Each
+  (:data:`CASES`: two to four weight layers (four: the table and the weight buffer full), ragged widths and
+  batches, BP serial and overlapped; one BP case with stochastic thresholding of errors and gradients,
+  12-bit gradients and an exact update; one whose first weight tile of every layer saturates as it is
+  read at 8 bits). Each
   loads the golden model's initial state (masters, fractional lengths, LFSR states, the layer table and
   numerics), runs short runs of 1 to 3 mini-batches back to back (PDFA: 2 and 3, so that the forward pass
   reads the weights one update old) and after every run reads the state back - every master, every
@@ -33,6 +35,7 @@ Every wait has a cycle limit: a hang fails the test instead of stalling it.
 import dataclasses
 
 import cocotb
+import numpy as np
 from cocotb.triggers import ClockCycles
 
 from golden.core import CoreConfig, CoreError, CoreTrainer
@@ -61,13 +64,18 @@ class Case:
     threshold: int = 0
     grad_bits: int = 16
     lr_shift: int = 6
+    saturated_tile: bool = False
 
 
 CASES = {
-    "bp_dfxp8": Case("bp", 8, (64, 8, 8, 10), batch=8, runs=(1, 2), seed=1),
+    # One weight tile per layer at the top of the masters' range: its 8-bit reads round past the largest code
+    # and saturate, in every element position of the tile, straight (FF) and transposed (EP).
+    "bp_dfxp8": Case("bp", 8, (64, 8, 8, 10), batch=8, runs=(1, 2), seed=1, saturated_tile=True),
     "bp_dfxp16": Case("bp", 16, (64, 8, 8, 10), batch=5, runs=(2,), seed=2, serial=True),
     "dfa_dfxp8": Case("dfa", 8, (64, 8, 10), batch=6, runs=(1, 2), seed=3),
-    "dfa_dfxp16": Case("dfa", 16, (64, 12, 6, 10), batch=8, runs=(2,), seed=4),
+    # Four weight layers, the table's capacity; the weight buffer filled to its last tile (16*3 + 3*2 + 2*2 +
+    # 2*3 = 64 tiles of 4x4).
+    "dfa_dfxp16": Case("dfa", 16, (64, 12, 6, 8, 10), batch=8, runs=(2,), seed=4),
     "pdfa_dfxp8": Case("pdfa", 8, (64, 8, 8, 10), batch=8, runs=(2, 3), seed=5),
     "pdfa_dfxp16": Case("pdfa", 16, (64, 8, 10), batch=7, runs=(3,), seed=6),
     # Stochastic thresholding of errors and gradients at 2**1 (two draws per element; this seed keeps codes of
@@ -83,6 +91,14 @@ def make_trainer(tb, algorithm, precision, sizes, batch, seed, lr_shift=6, **kwa
     t = tb.config.core.tile
     return CoreTrainer(CoreConfig(sizes=sizes, algorithm=algorithm, precision=precision, batch=batch, seed=seed,
                                   array=(t, t), max_k=tb.config.pe.max_k, lr_shift=lr_shift, **kwargs))
+
+
+def saturate_first_tile(trainer, t):
+    """Set every layer's first ``t x t`` weight tile to masters in the top half step of the range (32 704 to
+    32 767), before the trainer has run: reads at fewer than 16 bits round them past the largest code."""
+    rng = np.random.default_rng(trainer.config.seed)
+    for master in trainer.masters:
+        master[:t, :t] = rng.integers(32704, 32768, size=(t, t))
 
 
 async def check_run(tb, trainer, steps, what):
@@ -107,6 +123,8 @@ async def train(dut, name):
     await tb.reset()
     trainer = make_trainer(tb, case.algorithm, case.precision, case.sizes, case.batch, case.seed,
                            threshold=case.threshold, grad_bits=case.grad_bits, lr_shift=case.lr_shift)
+    if case.saturated_tile:
+        saturate_first_tile(trainer, tb.config.core.tile)
     await tb.regs.write_fields("irq_enable", done=1, error=1)
     await tb.host.load(trainer, case.runs[0], serial=case.serial)
     for i, steps in enumerate(case.runs):
