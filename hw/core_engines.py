@@ -119,9 +119,9 @@ class _Engine(wiring.Component):
     def _depth(self, block):
         return self._stages.get(block, 0)
 
-    def _gemm(self):
+    def _gemm(self, *, masters=True):
         return TileGemm(tile=self._tile, max_k=self._max_k, precisions=self._precisions,
-                        dim_width=self._dw, addr_width=self._aw, stages=self._depth("pe"))
+                        dim_width=self._dw, addr_width=self._aw, stages=self._depth("pe"), masters=masters)
 
     def _log_t(self):
         return self._tile.bit_length() - 1
@@ -555,7 +555,7 @@ class WGEngine(_Engine):
         m = Module()
         t, dw, aw = self._tile, self._dw, self._aw
         log_t = self._log_t()
-        m.submodules.gemm = gemm = self._gemm()
+        m.submodules.gemm = gemm = self._gemm(masters=False)    # WG reads no weights
         m.submodules.conv = conv = requant.ConversionUnit(lanes=t, acc_width=gemm.acc_width, max_beats=self._max_beats)
         m.submodules.update = update = WeightUpdateUnit(lanes=t, max_beats=self._max_beats,
                                                         stages=self._depth("weight_update"))

@@ -148,6 +148,10 @@ class TileGemm(wiring.Component):
         Bits of a size and of a tile address.
     stages : int
         Pipeline stages of the PE array (:class:`hw.pe_array.PEArray`).
+    masters : bool
+        Whether A can hold 16-bit master weights (the command's ``a_masters``); ``False`` leaves out their
+        reading (rounding to the precision, saturating) for a GEMM that never reads weights, and the command's
+        ``a_masters`` is ignored.
 
     Members
     -------
@@ -159,7 +163,7 @@ class TileGemm(wiring.Component):
         The PE array's sticky error flag (a precision it was not built for).
     """
 
-    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, stages=0):
+    def __init__(self, *, tile, max_k, precisions, dim_width, addr_width, stages=0, masters=True):
         for name, value in (("Tile size", tile), ("Maximum beat count", max_k), ("Size width", dim_width),
                             ("Address width", addr_width)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -172,6 +176,9 @@ class TileGemm(wiring.Component):
                              f"for tiles of {tile}, not {precisions!r}")
         if dim_width < 1 or addr_width < 1:
             raise ValueError(f"Size and address widths must be positive, not {dim_width!r} and {addr_width!r}")
+        if not isinstance(masters, bool):
+            raise TypeError(f"Masters must be a bool, not {masters!r}")
+        self._masters = masters
         self._tile, self._max_k, self._precisions = tile, max_k, precisions
         self._dim_width, self._addr_width = dim_width, addr_width
         self._pe = PEArray(rows=tile, cols=tile, max_k=max_k, precisions=precisions, drain_buffers=2, stages=stages)
@@ -190,7 +197,7 @@ class TileGemm(wiring.Component):
     def _pack(self, m, word, *, transposed, masters, prec, q, kvalid, name):
         """The beat of one side from a tile word: beat ``q`` of the tile at precision ``prec`` (a code),
         straight or transposed (run-time), reduction positions ``>= kvalid`` (relative to the beat) zeroed,
-        16-bit masters read as the top slices when ``masters``."""
+        16-bit masters read as the top slices when ``masters`` (a signal; ``None``: never)."""
         t = self._tile
         elem = [[word[ELEMENT_BITS * (r * t + c):ELEMENT_BITS * (r * t + c + 1)] for c in range(t)] for r in range(t)]
         # The reduction positions inside k, once per position (not per line).
@@ -212,7 +219,7 @@ class TileGemm(wiring.Component):
                         for qq in range(1, per_tile):
                             value = Mux(q == qq, cands[qq], value)
                         m.d.comb += chosen.eq(value)
-                        code = Mux(masters, _round_master(chosen, p), chosen[:p])
+                        code = chosen[:p] if masters is None else Mux(masters, _round_master(chosen, p), chosen[:p])
                         pos = p * (j * t + s) if flip else LINE_BITS * s + p * j
                         m.d.comb += packed[pos:pos + p].eq(Mux(inside[j], code, 0))
                 options.append((PRECISION_CODES[p], flip, packed))
@@ -322,7 +329,7 @@ class TileGemm(wiring.Component):
             # kvalid compares j < k - kpos; clamp so that a negative difference disables every element.
             valid_count = Signal(dw + 1, name=f"{side}_kvalid")
             m.d.comb += valid_count.eq(Mux(kpos >= job.k, 0, job.k - kpos))
-            beat = self._pack(m, head, transposed=transposed, masters=job.a_masters if side == "a" else 0,
+            beat = self._pack(m, head, transposed=transposed, masters=job.a_masters if side == "a" and self._masters else None,
                               prec=job.prec, q=q, kvalid=valid_count, name=f"{side}_beatv")
             m.d.comb += [beat_port.valid.eq(count != 0), beat_port.payload.eq(beat)]
             take = beat_port.valid & beat_port.ready

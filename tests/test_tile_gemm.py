@@ -66,7 +66,8 @@ def ref_gemm(mode, a_mem, b_mem, bits, a_masters):
     return a.T @ b
 
 
-def rtl_gemm(mode, a_mem, b_mem, bits, *, tile, order, a_masters, jobs=1, stall=0.3, seed=0, dims=None):
+def rtl_gemm(mode, a_mem, b_mem, bits, *, tile, order, a_masters, jobs=1, stall=0.3, seed=0, dims=None,
+             masters=True):
     """Run ``jobs`` identical GEMMs on the stored matrices (``dims = (m, n, k)`` when they hold more than the
     operands); return the output row records."""
     rng = random.Random(seed)
@@ -81,7 +82,8 @@ def rtl_gemm(mode, a_mem, b_mem, bits, *, tile, order, a_masters, jobs=1, stall=
     else:
         mdim, kdim, ndim = a_mem.shape[1], a_mem.shape[0], b_mem.shape[1]
     precs = core_precisions(tile, (4, 8, 12, 16))
-    dut = Harness(TileGemm(tile=tile, max_k=256, precisions=precs, dim_width=10, addr_width=10), a_words, b_words)
+    dut = Harness(TileGemm(tile=tile, max_k=256, precisions=precs, dim_width=10, addr_width=10, masters=masters),
+                  a_words, b_words)
     records = []
     expected_rows = jobs * mdim * -(-ndim // tile)
 
@@ -161,6 +163,15 @@ def test_sim_full_rate():
     check(records, ref_gemm(Mode.FF, a, b, 8, False), 4, Order.M_OUTER)
 
 
+def test_sim_without_masters():
+    # A GEMM built without the masters' reading (the WG engine's) reads A's words as codes, a_masters or not.
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (5, 7))
+    b = rng.integers(-128, 128, (5, 9))
+    records, _ = rtl_gemm(Mode.WG, a, b, 8, tile=4, order=Order.M_OUTER, a_masters=True, masters=False)
+    check(records, ref_gemm(Mode.WG, a, b, 8, False), 4, Order.M_OUTER)
+
+
 @pytest.mark.parametrize("mode", [Mode.FF, Mode.WG])
 def test_stale_padding_is_ignored(mode):
     # The stored matrices hold junk beyond the operands (a bigger tensor written there before): the beats
@@ -185,3 +196,5 @@ def test_init_wrong():
         TileGemm(tile=4, max_k=64, precisions=(4,), dim_width=8, addr_width=8)
     with pytest.raises(TypeError, match="Tile size must be an integer, not '4'"):
         TileGemm(tile="4", max_k=64, precisions=(16,), dim_width=8, addr_width=8)
+    with pytest.raises(TypeError, match="Masters must be a bool, not 1"):
+        TileGemm(tile=4, max_k=64, precisions=(16,), dim_width=8, addr_width=8, masters=1)
