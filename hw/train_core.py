@@ -644,7 +644,11 @@ class TrainCore(wiring.Component):
             for h in range(INPUT_SLOTS):
                 with m.If(g_slot == h):
                     m.d.sync += [slot_free[h].eq(1), slot_full[h].eq(0)]
-        with m.If(g_done & (g_layer == Mux(algo == Algorithm.PDFA, layers - 1, 0))):
+        # A step lands with its last WG; it is counted the cycle after, so the count's carry chain starts at a
+        # register, not at the controller's commit logic (the status is read long after a run's last step).
+        step_landed = Signal()
+        m.d.sync += step_landed.eq(g_done & (g_layer == Mux(algo == Algorithm.PDFA, layers - 1, 0)))
+        with m.If(step_landed):
             m.d.sync += steps_done.eq(steps_done + 1)
 
         # Hardware writes of the rwh registers: fractional lengths (on done) and LFSR states (always).
