@@ -1,7 +1,7 @@
 """Verification strength per block: mutation score and Verilator coverage of each block's cocotb bench.
 
 Usage: ``python -m scripts.verify_strength [--block NAME ...] [--mutants N] [--seed S] [--timeout-factor F]
-[--preset P] [--equivalents FILE] [--no-coverage] [--build-dir DIR] [--rescore] --out DIR``
+[--preset P] [--equivalents FILE] [--waivers FILE] [--no-coverage] [--build-dir DIR] [--rescore] --out DIR``
 
 For each block of :data:`hw.build.BLOCKS` that has a cocotb bench (``verif/<block>.py``), at the ``small``
 preset by default (see :mod:`verif.mutation` for the method):
@@ -20,6 +20,10 @@ preset by default (see :mod:`verif.mutation` for the method):
   ``line_coverage`` and ``toggle_coverage`` are the fractions of Verilator's line (statement and branch
   blocks) and toggle (bits of named signals) points hit; ``uncovered`` lists the line points never hit with the
   generated Verilog line and the ``hw/*.py`` line it comes from.
+  Points that cannot be reached in the configuration are waived with their reason
+  (``verif/coverage_waivers.toml``, ``--waivers``): ``line_coverage`` is over the points left,
+  ``line_coverage_raw`` over all of them; a waiver whose points the bench does hit is reported contradicted
+  and not applied.
 
 Writes ``DIR/strength.json`` (``blocks`` keyed by block name), ``DIR/strength.md`` (table) and
 ``DIR/strength.png`` (score and coverage by block), rewritten after each block; the entries of other blocks
@@ -69,6 +73,8 @@ def _parser():
     p.add_argument("--preset", default="small", help="configuration preset (default small)")
     p.add_argument("--equivalents", default=str(mutation.EQUIVALENTS), metavar="FILE",
                    help="justified equivalent mutants (default verif/equivalent_mutants.toml)")
+    p.add_argument("--waivers", default=str(mutation.WAIVERS), metavar="FILE",
+                   help="justified unreachable coverage points (default verif/coverage_waivers.toml)")
     p.add_argument("--no-coverage", action="store_true", help="mutation score only")
     p.add_argument("--build-dir", default=str(BUILD), metavar="DIR",
                    help="simulator builds, under DIR/<config>/<block>/ (default build/strength)")
@@ -101,6 +107,10 @@ def check_args(parser, args):
         equivalents = mutation.load_equivalents(args.equivalents)
     except (OSError, ValueError) as exc:
         parser.error(f"--equivalents: {exc}")
+    try:
+        args.waiver_table = mutation.load_waivers(args.waivers)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--waivers: {exc}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out: {out} exists and is not a directory")
@@ -174,7 +184,8 @@ def measure_block(block, config, args, equivalents, progress=_progress):
         outcome, _, source, dat = mutation.coverage_run(block, config, workdir / "coverage", seed=args.seed)
         if outcome != "passed":
             raise RuntimeError(f"{block}: the coverage build does not pass its bench")
-        result.update(mutation.coverage_summary(mutation.parse_coverage(dat), source))
+        result.update(mutation.coverage_summary(mutation.parse_coverage(dat), source,
+                                                getattr(args, "waiver_table", {}).get(block, [])))
         coverage_s = time.monotonic() - cov_start
     else:
         result.update({"line_coverage": None, "toggle_coverage": None, "uncovered": []})
@@ -202,6 +213,14 @@ def markdown(report):
         if r["survived"]:
             lines += ["", f"## {block}: survivors", ""]
             lines += [f"- `{s['src'] or '?'}`: `{s['mutant']}`" for s in r["survived"]]
+        if r.get("waivers"):
+            lines += ["", f"## {block}: waived line points (unreachable in this configuration)", "",
+                      f"Line coverage {_fmt(r['line_coverage'])} over the points left; "
+                      f"{_fmt(r['line_coverage_raw'])} over all {r['line_points']}, of which {r['line_waived']} "
+                      "are waived.", ""]
+            lines += [f"- `{w['scope']}` `{w['src']}`{' ' + w['what'] if w['what'] else ''}: {w['points']} points"
+                      + (f", **contradicted: {w['contradicted']} hit, not applied**" if w["contradicted"] else "")
+                      + f". {w['why']}" for w in r["waivers"]]
         if r["uncovered"]:
             lines += ["", f"## {block}: uncovered lines", ""]
             lines += [f"- `{u['src'] or '?'}` (Verilog line {u['line']}: `{u['verilog']}`)" for u in r["uncovered"]]

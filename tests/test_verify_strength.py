@@ -74,6 +74,48 @@ def test_coverage_summary():
     ]
 
 
+def test_coverage_summary_waivers():
+    points = mutation.parse_coverage(SAMPLE)
+    # The `else` of line 6 waived: out of the count (3 of 4 line points left, 2 hit).
+    waiver = mutation.Waiver("top", "hw/dfa_ep.py:91", "else", "never idle")
+    summary = mutation.coverage_summary(points, VERILOG, [waiver])
+    assert summary["line_coverage"] == round(2 / 3, 4) and summary["line_coverage_raw"] == 0.5
+    assert summary["line_waived"] == 1
+    assert summary["waivers"] == [{"scope": "top", "src": "hw/dfa_ep.py:91", "what": "else", "why": "never idle",
+                                   "points": 1, "contradicted": 0}]
+    assert [u["line"] for u in summary["uncovered"]] == [13]
+    # A waiver that takes a hit point (the `if` of line 6) is contradicted and not applied.
+    wrong = mutation.Waiver("top", "hw/dfa_ep.py:91", "", "unreachable")
+    summary = mutation.coverage_summary(points, VERILOG, [wrong])
+    assert summary["line_coverage"] == 0.5 and summary["line_waived"] == 0
+    assert summary["waivers"][0]["points"] == 2 and summary["waivers"][0]["contradicted"] == 1
+    # Another instance, or another line, matches nothing.
+    for other in (mutation.Waiver("top.sub", "hw/dfa_ep.py:91", "else", "x"),
+                  mutation.Waiver("top", "hw/dfa_ep.py:92", "else", "x")):
+        summary = mutation.coverage_summary(points, VERILOG, [other])
+        assert summary["line_waived"] == 0 and summary["waivers"][0]["points"] == 0
+    assert "line_coverage_raw" not in mutation.coverage_summary(points, VERILOG)
+
+
+def test_waivers_file(tmp_path):
+    path = tmp_path / "w.toml"
+    path.write_text('[[waiver]]\nblock = "train_core"\nscope = "top.conv"\nsrc = "hw/requant.py:264"\n'
+                    'what = "else"\nwhy = """never\n  stalled"""\n')
+    assert mutation.load_waivers(path) == {
+        "train_core": [mutation.Waiver("top.conv", "hw/requant.py:264", "else", "never stalled")]}
+    assert mutation.load_waivers(tmp_path / "missing.toml") == {}
+    path.write_text('[[waiver]]\nblock = "train_core"\nscope = "top"\nsrc = "hw/a.py:1"\n')
+    with pytest.raises(ValueError, match="must have why"):
+        mutation.load_waivers(path)
+
+
+def test_waivers_file_is_valid():
+    for block, waivers in mutation.load_waivers().items():
+        assert block in verify_strength.BLOCKS
+        for w in waivers:
+            assert w.scope.startswith(verify_strength.BLOCKS[block].top) and w.src.startswith("hw/"), w
+
+
 def test_score():
     assert mutation.score(45, 50, 0) == 0.9
     assert mutation.score(45, 50, 2) == 0.9375

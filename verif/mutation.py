@@ -10,6 +10,10 @@ block's cocotb bench runs unchanged. One Verilator build per block; the bench is
 
 Coverage (:func:`coverage_run`, :func:`parse_coverage`, :func:`coverage_summary`): one Verilator build of the
 original block with ``--coverage-line --coverage-toggle``, the bench run once, ``coverage.dat`` read back.
+Coverage waivers: :func:`load_waivers` reads the checked-in reasons why some line points cannot be reached
+in the bench's configuration (``verif/coverage_waivers.toml``: ``[[waiver]]`` tables with ``block``,
+``scope`` (an instance), ``src`` (an ``hw/*.py`` line), optionally ``what`` (the point's kind) and ``why``);
+:func:`coverage_summary` takes those points out of the line coverage unless the bench hits one of them.
 
 Equivalent mutants: :func:`prove_equivalent` asks Yosys to prove a surviving mutant equal to the original
 (``equiv_make``, ``equiv_simple``, ``equiv_induct``); :func:`load_equivalents` reads the checked-in
@@ -36,12 +40,13 @@ from hw.synth import yosys_command
 from verif.runner import _VERILATOR_FLAGS, _verilator_env, simulator_status   # the benches' own flags
 
 
-__all__ = ["EQUIVALENTS", "Mutant", "block_source", "ctrl_width", "mutant_list", "mutant_netlist", "wrapper",
+__all__ = ["EQUIVALENTS", "WAIVERS", "Mutant", "block_source", "ctrl_width", "mutant_list", "mutant_netlist", "wrapper",
            "prove_equivalent", "MutantSim", "test_times", "test_groups", "coverage_run", "CoverPoint",
-           "parse_coverage", "coverage_summary", "load_equivalents", "score"]
+           "parse_coverage", "Waiver", "coverage_summary", "load_waivers", "load_equivalents", "score"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS = _ROOT / "verif" / "equivalent_mutants.toml"
+WAIVERS = _ROOT / "verif" / "coverage_waivers.toml"
 _COVERAGE_FLAGS = ("--coverage-line", "--coverage-toggle")
 
 
@@ -388,32 +393,93 @@ def _backend_artifact(point, verilog_lines):
     return 0 < lineno <= len(verilog_lines) and _ARTIFACT[0] in verilog_lines[lineno - 1]
 
 
-def coverage_summary(points, verilog_text=""):
-    """``{"line_coverage", "toggle_coverage", "line_points", "toggle_points", "uncovered"}``: the fractions
-    of line (statement and branch blocks) and toggle (bits of named signals) points hit at least once (the
-    backend's start-up trigger left out), and the uncovered line points, each with its Verilog line, that
-    line's text and its ``src`` (the hw/*.py line)."""
+@dataclasses.dataclass(frozen=True)
+class Waiver:
+    """Line points that cannot be reached in the block's bench configuration, with the reason: those of
+    instance ``scope`` (and the instances inside it) whose Verilog line comes from ``src`` (the ``hw/*.py``
+    line) and, when ``what`` is given, whose kind is ``what`` (Verilator's ``o`` field: ``if``, ``else``,
+    ``cond_then``, ...)."""
+    scope: str
+    src: str
+    what: str
+    why: str
+
+    def matches(self, point, src):
+        hier = point.fields.get("h", "")
+        return ((hier == self.scope or hier.startswith(self.scope + ".")) and src == self.src
+                and (not self.what or point.fields.get("o", "") == self.what))
+
+
+def coverage_summary(points, verilog_text="", waivers=()):
+    """``{"line_coverage", "toggle_coverage", "line_points", "toggle_points", "uncovered"}`` and, with
+    ``waivers``, ``line_coverage_raw``, ``line_waived`` and ``waivers``: the fractions of line (statement and
+    branch blocks) and toggle (bits of named signals) points hit at least once (the backend's start-up
+    trigger left out), and the uncovered line points, each with its Verilog line, that line's text and its
+    ``src`` (the hw/*.py line).
+
+    A :class:`Waiver` takes the points it matches out of the line count (``line_coverage`` is over the rest,
+    ``line_coverage_raw`` over all) unless the bench hit one of them: a waived point that is hit shows the
+    reason wrong, and that waiver is reported ``contradicted`` and not applied. ``uncovered`` lists the points
+    no waiver takes."""
     vlines = verilog_text.splitlines()
     points = [p for p in points if not _backend_artifact(p, vlines)]
     lines = [p for p in points if p.kind in ("line", "block", "branch")]
     # Toggles of the design's named signals (ports and Amaranth signals). The backend's temporaries (`$123`,
     # `__024123` in Verilator's escaping) are mostly slices and extensions whose constant bits never toggle.
     toggles = [p for p in points if p.kind == "toggle" and not p.fields.get("o", "").startswith(("$", "__024"))]
+    srcs = {}
+
+    def src_of(p):
+        lineno = int(p.fields.get("l", 0))
+        if lineno not in srcs:
+            srcs[lineno] = _src_of_line(vlines, lineno)
+        return srcs[lineno]
+
+    report = []
+    waived = set()
+    for w in waivers:
+        matched = [i for i, p in enumerate(lines) if w.matches(p, src_of(p))]
+        hit = sum(1 for i in matched if lines[i].count)
+        report.append({"scope": w.scope, "src": w.src, "what": w.what, "why": w.why, "points": len(matched),
+                       "contradicted": hit})
+        if not hit:
+            waived.update(matched)
     seen, uncovered = set(), []
-    for p in lines:
-        if p.count:
+    for i, p in enumerate(lines):
+        if p.count or i in waived:
             continue
         lineno = int(p.fields.get("l", 0))
         if lineno in seen:
             continue
         seen.add(lineno)
         uncovered.append({"line": lineno, "verilog": vlines[lineno - 1].strip() if 0 < lineno <= len(vlines) else "",
-                          "src": _src_of_line(vlines, lineno), "what": p.fields.get("o", "")})
+                          "src": src_of(p), "what": p.fields.get("o", "")})
 
     def frac(ps):
         return round(sum(1 for p in ps if p.count) / len(ps), 4) if ps else None
-    return {"line_coverage": frac(lines), "toggle_coverage": frac(toggles), "line_points": len(lines),
-            "toggle_points": len(toggles), "uncovered": sorted(uncovered, key=lambda u: u["line"])}
+    live = [p for i, p in enumerate(lines) if i not in waived]
+    result = {"line_coverage": frac(live), "toggle_coverage": frac(toggles), "line_points": len(lines),
+              "toggle_points": len(toggles), "uncovered": sorted(uncovered, key=lambda u: u["line"])}
+    if waivers:
+        result.update({"line_coverage_raw": frac(lines), "line_waived": len(waived), "waivers": report})
+    return result
+
+
+def load_waivers(path=WAIVERS):
+    """``{block: [Waiver]}`` from the coverage waivers file (``{}`` if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text())
+    table = {}
+    for k, entry in enumerate(data.get("waiver", [])):
+        missing = [f for f in ("block", "scope", "src", "why") if not str(entry.get(f, "")).strip()]
+        if missing:
+            raise ValueError(f"{path.name}: waiver #{k + 1} must have {', '.join(missing)}, not {entry!r}")
+        table.setdefault(entry["block"], []).append(
+            Waiver(entry["scope"].strip(), entry["src"].strip(), str(entry.get("what", "")).strip(),
+                   " ".join(entry["why"].split())))
+    return table
 
 
 def load_equivalents(path=EQUIVALENTS):
