@@ -4,11 +4,12 @@ The bench is an SoC's host (:class:`verif.train_core_tb.CoreTB`): an AXI4-Lite m
 source with random pauses on every channel, the generated register driver, ``irq`` watched. It never
 touches an internal signal.
 
-* ``train_<algorithm>_dfxp<bits>``: BP, DFA and PDFA at DFXP-8 and DFXP-16 on small digits networks
+* ``train_<algorithm>_dfxp<bits>``: BP, DFA and PDFA at DFXP-8 and DFXP-16 (one DFA case at mixed DFXP-16,
+  -12 and -8 layers) on small digits networks
   (:data:`CASES`: two to four weight layers (four: the table and the weight buffer full), ragged widths and
   batches, BP serial and overlapped; one BP case with stochastic thresholding of errors and gradients,
-  12-bit gradients and an exact update; one whose first weight tile of every layer saturates as it is
-  read at 8 bits). Each
+  12-bit gradients and an exact update; two whose first weight tile of every layer saturates as it is
+  read at 8 or 12 bits). Each
   loads the golden model's initial state (masters, fractional lengths, LFSR states, the layer table and
   numerics), runs short runs of 1 to 3 mini-batches back to back (PDFA: 2 and 3, so that the forward pass
   reads the weights one update old) and after every run reads the state back - every master, every
@@ -55,7 +56,7 @@ ANSWER_LIMIT = 16
 class Case:
     """One bit-exact case: a network, its training setup, and the mini-batches of each run."""
     algorithm: str
-    precision: int
+    precision: object           # bits, one for every layer or one per layer
     sizes: tuple
     batch: int
     runs: tuple
@@ -73,10 +74,12 @@ CASES = {
     "bp_dfxp8": Case("bp", 8, (64, 8, 8, 10), batch=8, runs=(1, 2), seed=1, saturated_tile=True),
     "bp_dfxp16": Case("bp", 16, (64, 8, 8, 10), batch=5, runs=(2,), seed=2, serial=True),
     "dfa_dfxp8": Case("dfa", 8, (64, 8, 10), batch=6, runs=(1, 2), seed=3),
-    # Four weight layers, the table's capacity; the weight buffer filled to its last tile (16*3 + 3*2 + 2*2 +
-    # 2*3 = 64 tiles of 4x4).
-    "dfa_dfxp16": Case("dfa", 16, (64, 12, 6, 8, 10), batch=8, runs=(2,), seed=4),
-    "pdfa_dfxp8": Case("pdfa", 8, (64, 8, 8, 10), batch=8, runs=(2, 3), seed=5),
+    # Four weight layers, the table's capacity, at DFXP-16, -12, -8 and -12 (every precision of the array's
+    # routing); the weight buffer filled to its last tile (16*3 + 3*2 + 2*2 + 2*3 =
+    # 64 tiles of 4x4); the first weight tile of every layer saturates as it is read at 12 and 8 bits.
+    "dfa_mixed": Case("dfa", (16, 12, 8, 12), (64, 12, 6, 8, 10), batch=8, runs=(2,), seed=4, saturated_tile=True),
+    # A last hidden layer of 4: the last layer's GEMMs reduce over one tile (drain-bound).
+    "pdfa_dfxp8": Case("pdfa", 8, (64, 8, 4, 10), batch=8, runs=(2, 3), seed=5),
     "pdfa_dfxp16": Case("pdfa", 16, (64, 8, 10), batch=7, runs=(3,), seed=6),
     # Stochastic thresholding of errors and gradients at 2**1 (two draws per element; this seed keeps codes of
     # both signs in every lane), 12-bit gradients, and an exact update (lr_shift 0): every gradient code
@@ -148,8 +151,8 @@ async def train_dfa_dfxp8(dut):
 
 
 @cocotb.test()
-async def train_dfa_dfxp16(dut):
-    await train(dut, "dfa_dfxp16")
+async def train_dfa_mixed(dut):
+    await train(dut, "dfa_mixed")
 
 
 @cocotb.test()
