@@ -465,17 +465,24 @@ def coverage_summary(points, verilog_text="", waivers=()):
     return result
 
 
-def load_waivers(path=WAIVERS):
-    """``{block: [Waiver]}`` from the coverage waivers file (``{}`` if it does not exist)."""
+def _toml_entries(path, name, required):
+    """The ``[[name]]`` tables of a TOML file (none if it does not exist), each checked to have every field of
+    ``required`` non-empty (ValueError naming the entry and the missing fields)."""
     path = Path(path)
     if not path.exists():
-        return {}
-    data = tomllib.loads(path.read_text())
-    table = {}
-    for k, entry in enumerate(data.get("waiver", [])):
-        missing = [f for f in ("block", "scope", "src", "why") if not str(entry.get(f, "")).strip()]
+        return []
+    entries = tomllib.loads(path.read_text()).get(name, [])
+    for k, entry in enumerate(entries):
+        missing = [f for f in required if not str(entry.get(f, "")).strip()]
         if missing:
-            raise ValueError(f"{path.name}: waiver #{k + 1} must have {', '.join(missing)}, not {entry!r}")
+            raise ValueError(f"{path.name}: {name} #{k + 1} must have {', '.join(missing)}, not {entry!r}")
+    return entries
+
+
+def load_waivers(path=WAIVERS):
+    """``{block: [Waiver]}`` from the coverage waivers file (``{}`` if it does not exist)."""
+    table = {}
+    for entry in _toml_entries(path, "waiver", ("block", "scope", "src", "why")):
         table.setdefault(entry["block"], []).append(
             Waiver(entry["scope"].strip(), entry["src"].strip(), str(entry.get("what", "")).strip(),
                    " ".join(entry["why"].split())))
@@ -484,15 +491,8 @@ def load_waivers(path=WAIVERS):
 
 def load_equivalents(path=EQUIVALENTS):
     """``{block: {mutant key: why}}`` from the equivalents file (``{}`` if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = tomllib.loads(path.read_text())
     table = {}
-    for k, entry in enumerate(data.get("equivalent", [])):
-        missing = [f for f in ("block", "mutant", "why") if not str(entry.get(f, "")).strip()]
-        if missing:
-            raise ValueError(f"{path.name}: equivalent #{k + 1} must have {', '.join(missing)}, not {entry!r}")
+    for entry in _toml_entries(path, "equivalent", ("block", "mutant", "why")):
         table.setdefault(entry["block"], {})[_strip_ctrl(entry["mutant"].strip())] = entry["why"].strip()
     return table
 
