@@ -46,8 +46,8 @@ Per group of ``t`` samples the EP engine reads the group's output error (``ceil(
 words, one per cycle) and runs the DFA engine, one row of ``B e`` per cycle, ``n_out`` rows; the next
 group's error is read while the rows run (:data:`DFA_RELOAD` cycles after a command, plus a cycle per
 word), so groups follow each other every ``max(n_out, words + DFA_RELOAD)`` cycles. The first row comes
-:data:`DFA_FIRST_ROW` cycles after the job plus one per word; the rows then take the BP EP's path (mask
-lookup, conversion): :data:`EP_TAIL`.
+:data:`DFA_FIRST_ROW` cycles after the job plus one per word and one per pipeline stage of the DFA engine;
+the rows then take the BP EP's path (mask lookup, conversion): :data:`EP_TAIL`.
 
 The input stream
 ----------------
@@ -60,7 +60,7 @@ buffers: mini-batch ``t`` may stream once ``t - 3``'s buffer is free (the cycle 
 ``FF(0, t)`` is ready the cycle after its last beat. :func:`predict` models this as the FF engine's
 ``ready``.
 
-The pipelined blocks' depths (``stages``: ``{"pe": n, "output_error": n, "weight_update": n}``, the
+The pipelined blocks' depths (``stages``: ``{"pe": n, "output_error": n, "weight_update": n, "dfa_ep": n}``, the
 configuration's :meth:`hw.config.Config.stages`, :func:`hw.train_core.core_stages`) add their latencies.
 
 The constants were read from the RTL's structure and checked cycle for cycle against traces of the
@@ -207,7 +207,7 @@ class CoreTiming:
         words = _tiles(self.classes, t)
         groups = _tiles(self.batch, t)
         rows = entry.n_out
-        first = DFA_FIRST_ROW + words
+        first = DFA_FIRST_ROW + words + self.stages.get("dfa_ep", 0)
         return first + rows + (groups - 1) * max(rows, words + DFA_RELOAD) - 1 + EP_TAIL
 
     def wg(self, layer):

@@ -325,6 +325,8 @@ class PipelineConfig:
         The zero-skip unit and the slice-skipping PE.
     output_error, weight_update : int or str
         The core's output-error and weight-update units.
+    dfa_ep : int or str
+        The DFA error-propagation engine (and so the core's EP engine).
     """
     pe: int | str = "auto"
     fp8_tree: int | str = "auto"
@@ -332,6 +334,7 @@ class PipelineConfig:
     slice_skip: int | str = "auto"
     output_error: int | str = "auto"
     weight_update: int | str = "auto"
+    dfa_ep: int | str = "auto"
 
     def __post_init__(self):
         from .pipeline import max_stages

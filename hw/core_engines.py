@@ -361,7 +361,7 @@ class EPEngine(_Engine):
         log_t = self._log_t()
         m.submodules.gemm = gemm = self._gemm()
         m.submodules.dfa = dfa = DFAErrorEngine(cols=self._classes, width=ELEMENT_BITS, max_rows=self._max_rows,
-                                                lanes=t)
+                                                lanes=t, stages=self._depth("dfa_ep"))
         m.submodules.conv = conv = requant.ConversionUnit(lanes=t, acc_width=gemm.acc_width, max_beats=self._max_beats)
         row_shape = data.StructLayout({"acc": data.ArrayLayout(signed(gemm.acc_width), t), "en": unsigned(t),
                                        "m": unsigned(dw), "group": unsigned(dw)})

@@ -31,6 +31,7 @@ BLOCK_MODULES = {
     "slice_skip": "hw.slice_skip",
     "output_error": "hw.output_error",
     "weight_update": "hw.weight_update",
+    "dfa_ep": "hw.dfa_ep",
 }
 
 

@@ -85,7 +85,7 @@ class Algorithm(enum.Enum, shape=2):
 
 
 #: The pipelined blocks inside the core (:mod:`hw.pipeline`); their depths follow the configuration.
-CORE_PIPELINED = ("pe", "output_error", "weight_update")
+CORE_PIPELINED = ("pe", "output_error", "weight_update", "dfa_ep")
 
 
 def core_stages(config):

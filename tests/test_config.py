@@ -104,7 +104,7 @@ def test_parameter_keys():
                                 "core.weight_tiles", "dfa.classes", "dfa.max_rows", "dfa.width", "fp8.k", "name",
                                 "pdfa.counter_width", "pdfa.max_layers", "pdfa.precisions", "pdfa.sample_width",
                                 "pdfa.size_width", "pe.cols", "pe.drain_buffers", "pe.drain_rows", "pe.max_k", "pe.precisions", "pe.rows",
-                                "pipeline.fp8_tree", "pipeline.output_error", "pipeline.pe", "pipeline.slice_skip",
+                                "pipeline.dfa_ep", "pipeline.fp8_tree", "pipeline.output_error", "pipeline.pe", "pipeline.slice_skip",
                                     "pipeline.weight_update", "pipeline.zero_skip",
                                     "sparsity.depth", "sparsity.mask_lanes", "sparsity.max_rows", "sparsity.slice_bits",
                                 "sparsity.slice_pairs", "sparsity.slice_slots", "sparsity.slots", "sparsity.weight_width", "sparsity.width",

@@ -1,3 +1,4 @@
+import dataclasses
 import random
 
 import numpy as np
@@ -6,11 +7,15 @@ from amaranth.sim import Simulator
 
 from golden.dfa_ep import dfa_ep, feedback_bits
 from golden.training import feedback_matrix, feedback_seed
-from hw.config import preset
-from hw.dfa_ep import DFAErrorEngine
+from hw.config import apply_overrides, preset
+from hw.dfa_ep import STAGE_DELAYS_NS, DFAErrorEngine
 from verif.runner import run_bench
 
 from .sim_streams import stream_get, stream_put
+
+
+DEPTHS = range(len(STAGE_DELAYS_NS))
+DEEPEST = DEPTHS[-1]
 
 
 def test_ref_matches_training_feedback():
@@ -74,24 +79,56 @@ def _jobs(rng, cols, width, count, max_rows):
     return jobs
 
 
-@pytest.mark.parametrize("cols, width", [(10, 16), (1, 4), (7, 8)])
-def test_sim_against_golden(cols, width):
+@pytest.mark.parametrize("stages", DEPTHS)
+@pytest.mark.parametrize("cols, width", [(10, 16), (1, 4), (7, 8), (5, 2)])
+def test_sim_against_golden(cols, width, stages):
     jobs = _jobs(np.random.default_rng(cols), cols, width, 25, 20)
-    got = rtl_dfa_ep(DFAErrorEngine(cols=cols, width=width, max_rows=32), jobs)
+    got = rtl_dfa_ep(DFAErrorEngine(cols=cols, width=width, max_rows=32, stages=stages), jobs, seed=stages)
     want = [int(v) for lfsr_seed, e, mask in jobs for v in dfa_ep(e, lfsr_seed, len(mask), mask)]
     assert got == want
 
 
-def test_sim_back_to_back_rows():
-    # No stalls: one row per cycle across commands.
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_back_to_back_rows(stages):
+    # No stalls: one row per cycle across commands, each row 1 + stages cycles after its mask bit.
     jobs = _jobs(np.random.default_rng(5), 10, 16, 6, 8)
-    got = rtl_dfa_ep(DFAErrorEngine(cols=10, width=16, max_rows=8), jobs, stall=0.0)
-    assert got == [int(v) for s, e, m in jobs for v in dfa_ep(e, s, len(m), m)]
+    dut = DFAErrorEngine(cols=10, width=16, max_rows=8, stages=stages)
+    taken, out = [], []
+
+    async def commands(ctx):
+        for lfsr_seed, e, mask in jobs:
+            await stream_put(ctx, dut.cmd, {"seed": lfsr_seed, "rows_m1": len(mask) - 1, "e": [int(v) for v in e]})
+
+    async def watch(ctx):
+        total = sum(len(mask) for *_, mask in jobs)
+        bits = [int(b) for *_, mask in jobs for b in mask]
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.mask.valid, 1)
+        cycle = 0
+        while len(out) < total:
+            ctx.set(dut.mask.payload, bits[min(len(taken), total - 1)])
+            *_, mv, mr, ov, payload = await ctx.tick().sample(dut.mask.valid, dut.mask.ready, dut.o.valid,
+                                                               dut.o.payload)
+            if mv and mr:
+                taken.append(cycle)
+            if ov:
+                out.append((cycle, int(payload)))
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(watch)
+    sim.run()
+    assert [v for _, v in out] == [int(v) for s, e, m in jobs for v in dfa_ep(e, s, len(m), m)]
+    assert [c for c, _ in out] == [c + 1 + stages for c in taken]
+    assert taken == list(range(taken[0], taken[0] + len(taken)))
 
 
 def test_init():
     dut = DFAErrorEngine(cols=10, width=16, max_rows=256)
-    assert dut.cols == 10 and dut.out_width == 16 + 4 + 1
+    assert dut.cols == 10 and dut.out_width == 16 + 4 + 1 and dut.stages == 0
+    assert DFAErrorEngine(cols=10, stages=DEEPEST).stages == DEEPEST
 
 
 @pytest.mark.parametrize("kwargs, exc, message", [
@@ -99,6 +136,8 @@ def test_init():
     (dict(cols=4, width=1), ValueError, "Error width must be at least 2, not 1"),
     (dict(cols=4, max_rows=0), ValueError, "Row limit must be at least 1, not 0"),
     (dict(cols="4"), TypeError, "Column count must be an integer, not '4'"),
+    (dict(cols=4, stages=True), TypeError, "Stages must be an integer, not True"),
+    (dict(cols=4, stages=DEEPEST + 1), ValueError, f"Stages must be from 0 to {DEEPEST}, not {DEEPEST + 1}"),
 ])
 def test_init_wrong(kwargs, exc, message):
     with pytest.raises(exc, match=message):
@@ -110,11 +149,18 @@ def test_bench(simulator):
     assert result.tests == 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
 
 
-def test_sim_lanes_share_the_rows():
+def test_bench_deepest(simulator):
+    config = apply_overrides(preset("small"), [f"pipeline.dfa_ep={DEEPEST}"])
+    result = run_bench("dfa_ep", dataclasses.replace(config, name="small-deep"), simulator)
+    assert result.tests == 2 and result.passed, f"seed {result.seed}, log {result.run_dir}"
+
+
+@pytest.mark.parametrize("stages", DEPTHS)
+def test_sim_lanes_share_the_rows(stages):
     # Three error vectors at once: each lane is the single-vector engine's result for its vector.
     rng = np.random.default_rng(11)
     cols, lanes, width = 10, 3, 16
-    dut = DFAErrorEngine(cols=cols, width=width, max_rows=16, lanes=lanes)
+    dut = DFAErrorEngine(cols=cols, width=width, max_rows=16, lanes=lanes, stages=stages)
     jobs = []
     for _ in range(6):
         rows = int(rng.integers(1, 17))
