@@ -18,8 +18,8 @@ __all__ = ["BenchTB"]
 class BenchTB:
     """Base of the benches' TB classes.
 
-    Reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` the runner writes beside the
-    Verilog) into ``config``; the stall probability of the stream drivers is ``stall`` if given, else
+    Reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` the runner writes in the
+    run's folder) into ``config``; the stall probability of the stream drivers is ``stall`` if given, else
     ``EDGETRAIN_STALL`` (default 0.3); ``rng`` and ``np_rng`` are seeded with cocotb's logged random seed;
     the clock runs with a period of :attr:`PERIOD_NS`.
     """

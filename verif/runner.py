@@ -6,11 +6,12 @@ cocotb test module on it through ``cocotb_tools.runner``.
   (>= 5.036). Icarus comes from ``PATH`` (``iverilog``, ``vvp``).
 * Builds are cached under ``build/sim/<config>/<block>/<simulator>-<hash>``, the hash covering the
   generated Verilog, the simulator and its flags; repeated runs reuse the compiled model. A lock file beside
-  the build folder makes processes that run the same build (parallel test workers) take turns.
+  the build folder makes processes that need the same build (parallel test workers) build it once; their
+  runs then go on at the same time, each in its own folder ``run-<seed>`` beside the build.
 * Waves: ``waves=True`` or the environment variable ``EDGETRAIN_WAVES=1``; the simulator writes them in
   the build folder (``<top>.fst`` on Icarus, ``dump.vcd``/``dump.fst`` on Verilator). A waves build is
   cached apart from the plain one.
-* The bench reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` beside the Verilog) and
+* The bench reads the configuration from ``EDGETRAIN_CONFIG`` (the ``config.json`` in the run's folder) and
   its random seed from cocotb's ``RANDOM_SEED``; the seed is logged by cocotb and returned here.
 """
 
@@ -122,9 +123,9 @@ def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None
     build_root = Path(build_root) if build_root else _ROOT / "build" / "sim"
     config_text = config.to_json()
 
-    def write_config(build_dir):
-        (build_dir / "config.json").write_text(config_text)
-        return {"EDGETRAIN_CONFIG": str(build_dir / "config.json")}
+    def write_config(run_dir):
+        (run_dir / "config.json").write_text(config_text)
+        return {"EDGETRAIN_CONFIG": str(run_dir / "config.json")}
 
     return run_design(block, elaborate(block, config), BLOCKS[block].top, sim,
                       build_parent=build_root / config.name / block, test_module=test_module or f"verif.{block}",
@@ -142,8 +143,8 @@ def run_design(name, source, top, sim, *, build_parent, test_module, testcase=No
                extra_env=None, prepare=None):
     """Build the Verilog ``source`` (top module ``top``) on ``sim`` under
     ``build_parent/<simulator>-<hash>`` (cached) and run the cocotb module ``test_module`` on it; return a
-    BenchResult. ``prepare(build_dir)``, if given, runs before the build and returns environment variables
-    for the bench."""
+    BenchResult. ``prepare(run_dir)``, if given, runs before the build and returns environment variables
+    for the bench (the run's own directory, ``run-<seed>`` beside the build)."""
     from cocotb_tools.runner import get_results, get_runner
 
     simulator_ready(sim)
@@ -153,30 +154,32 @@ def run_design(name, source, top, sim, *, build_parent, test_module, testcase=No
     key = hashlib.sha256("\0".join([source, sim, *flags, str(waves)]).encode()).hexdigest()[:12]
     build_dir = Path(build_parent) / f"{sim}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):
-        vfile = build_dir / f"{name}.v"
-        if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
-            vfile.write_text(source)
-        env = {
-            **(prepare(build_dir) if prepare else {}),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
-            **(extra_env or {}),
-        }
-        env_backup = dict(os.environ)
-        os.environ.update(_verilator_env() if sim == "verilator" else {})
-        try:
-            runner = get_runner(sim)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    run_dir = build_dir / f"run-{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **(prepare(run_dir) if prepare else {}),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+        **(extra_env or {}),
+    }
+    env_backup = dict(os.environ)
+    os.environ.update(_verilator_env() if sim == "verilator" else {})
+    try:
+        runner = get_runner(sim)
+        # The build is locked (one build per design, the others wait and reuse it); the runs are not: each
+        # has its own directory.
+        with _locked(build_dir.with_name(build_dir.name + ".lock")):
+            vfile = build_dir / f"{name}.v"
+            if not vfile.exists() or vfile.read_text() != source:   # keep the mtime stable for the build cache
+                vfile.write_text(source)
             runner.build(sources=[vfile], hdl_toplevel=top, build_dir=build_dir, build_args=flags,
                          timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
-            if seed is None:
-                seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-            run_dir = build_dir / f"run-{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            results_xml = runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
-                                      build_dir=build_dir, test_dir=run_dir, seed=seed, extra_env=env, waves=waves,
-                                      timescale=("1ns", "1ps"), log_file=run_dir / "sim.log")
-        finally:
-            os.environ.clear()
-            os.environ.update(env_backup)
+        results_xml = runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
+                                  build_dir=build_dir, test_dir=run_dir, seed=seed, extra_env=env, waves=waves,
+                                  timescale=("1ns", "1ps"), log_file=run_dir / "sim.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
     tests, failed = get_results(results_xml)
     return BenchResult(sim, seed, tests, failed, Path(results_xml), run_dir)
