@@ -119,6 +119,14 @@ class _Engine(wiring.Component):
     def _depth(self, block):
         return self._stages.get(block, 0)
 
+    def _job_product(self, m, running, value, shape, name):
+        """``value``, a product of the job's sizes, in a register (a multiplier is a cycle's worth of logic):
+        it holds the product from the job's second cycle on, when the returned flag is set (``running`` is
+        0 in the cycle that takes a job, so the flag is ``running`` a cycle late)."""
+        product, ready = Signal(shape, name=name), Signal(name=f"{name}_ready")
+        m.d.sync += [product.eq(value), ready.eq(running)]
+        return product, ready
+
     def _gemm(self, *, masters=True):
         return TileGemm(tile=self._tile, max_k=self._max_k, precisions=self._precisions,
                         dim_width=self._dw, addr_width=self._aw, stages=self._depth("pe"), masters=masters)
@@ -215,6 +223,8 @@ class FFEngine(_Engine):
                          oe_done.eq(~self.job.payload.last), pending.eq(Mux(self.job.payload.last, 0b111, 0b011))]
 
         groups = self._groups(job.n)
+        beats_m1, beats_ready = self._job_product(m, running, job.m * groups - 1, conv.cmd.payload.beats_m1.shape(),
+                                                  "beats_m1")
         m.d.comb += [
             gemm.cmd.valid.eq(running & pending[0]),
             gemm.cmd.payload.mode.eq(Mode.FF), gemm.cmd.payload.prec.eq(job.prec),
@@ -222,12 +232,12 @@ class FFEngine(_Engine):
             gemm.cmd.payload.a_base.eq(job.w_base), gemm.cmd.payload.a_stride.eq(job.w_stride),
             gemm.cmd.payload.b_base.eq(job.x_base), gemm.cmd.payload.b_stride.eq(job.x_stride),
             gemm.cmd.payload.order.eq(Order.N_OUTER), gemm.cmd.payload.a_masters.eq(1),
-            conv.cmd.valid.eq(running & pending[1]),
+            conv.cmd.valid.eq(running & pending[1] & beats_ready),
             conv.cmd.payload.shift.eq(job.shift), conv.cmd.payload.frac.eq(job.frac),
             conv.cmd.payload.bits.eq(Mux(job.last, PRECISION_CODES[LOGIT_BITS], job.out_prec)),
             conv.cmd.payload.stochastic.eq(0), conv.cmd.payload.relu.eq(~job.last),
             conv.cmd.payload.threshold.eq(0), conv.cmd.payload.overflow_shift.eq(job.overflow_shift),
-            conv.cmd.payload.beats_m1.eq(job.m * groups - 1),
+            conv.cmd.payload.beats_m1.eq(beats_m1),
             oe.cmd.valid.eq(running & pending[2]),
             oe.cmd.payload.frac_z.eq(job.frac), oe.cmd.payload.frac_e.eq(job.frac_e),
             oe.cmd.payload.bits.eq(job.err_prec), oe.cmd.payload.overflow_shift.eq(job.overflow_shift),
@@ -379,6 +389,8 @@ class EPEngine(_Engine):
         conv_done = Signal()
         result = Signal(result_layout(self._count_width))
         groups = self._groups(job.n)
+        beats_m1, beats_ready = self._job_product(m, running, job.m * groups - 1, conv.cmd.payload.beats_m1.shape(),
+                                                  "beats_m1")
         m.d.comb += self.job.ready.eq(~running & ~self.done.valid)
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += [job.eq(self.job.payload), running.eq(1), conv_done.eq(0), pending.eq(0b11)]
@@ -481,12 +493,12 @@ class EPEngine(_Engine):
             conv.i.payload.en.eq(looked.payload.en & mask_bits),
             tags.push.valid.eq(mask.o.valid & conv.i.ready), tags.push.payload.eq(tag),
             mask.o.ready.eq(conv.i.ready & tags.push.ready),
-            conv.cmd.valid.eq(running & pending[1]),
+            conv.cmd.valid.eq(running & pending[1] & beats_ready),
             conv.cmd.payload.shift.eq(job.shift), conv.cmd.payload.frac.eq(job.frac),
             conv.cmd.payload.bits.eq(job.out_prec), conv.cmd.payload.stochastic.eq(1),
             conv.cmd.payload.relu.eq(0), conv.cmd.payload.threshold.eq(job.threshold),
             conv.cmd.payload.overflow_shift.eq(job.overflow_shift),
-            conv.cmd.payload.beats_m1.eq(job.m * groups - 1),
+            conv.cmd.payload.beats_m1.eq(beats_m1),
         ]
         with m.If(conv.cmd.valid & conv.cmd.ready):
             m.d.sync += pending[1].eq(0)
@@ -578,7 +590,8 @@ class WGEngine(_Engine):
         written = Signal()
         result = Signal(result_layout(self._count_width))
         cols = self._groups(job.n)
-        beats_m1 = job.m * cols - 1
+        beats_m1, beats_ready = self._job_product(m, running, job.m * cols - 1, conv.cmd.payload.beats_m1.shape(),
+                                                  "beats_m1")
         m.d.comb += self.job.ready.eq(~running & ~self.done.valid)
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += [job.eq(self.job.payload), running.eq(1), conv_done.eq(0), written.eq(0), pending.eq(0b111)]
@@ -590,12 +603,12 @@ class WGEngine(_Engine):
             gemm.cmd.payload.a_base.eq(job.e_base), gemm.cmd.payload.a_stride.eq(job.e_stride),
             gemm.cmd.payload.b_base.eq(job.x_base), gemm.cmd.payload.b_stride.eq(job.x_stride),
             gemm.cmd.payload.order.eq(Order.M_OUTER), gemm.cmd.payload.a_masters.eq(0),
-            conv.cmd.valid.eq(running & pending[1]),
+            conv.cmd.valid.eq(running & pending[1] & beats_ready),
             conv.cmd.payload.shift.eq(job.shift), conv.cmd.payload.frac.eq(job.frac),
             conv.cmd.payload.bits.eq(job.grad_prec), conv.cmd.payload.stochastic.eq(1),
             conv.cmd.payload.relu.eq(0), conv.cmd.payload.threshold.eq(job.threshold),
             conv.cmd.payload.overflow_shift.eq(job.overflow_shift), conv.cmd.payload.beats_m1.eq(beats_m1),
-            update.cmd.valid.eq(running & pending[2]),
+            update.cmd.valid.eq(running & pending[2] & beats_ready),
             update.cmd.payload.shift.eq(job.update_shift), update.cmd.payload.beats_m1.eq(beats_m1),
         ]
         for i, port in enumerate((gemm.cmd, conv.cmd, update.cmd)):
