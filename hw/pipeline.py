@@ -4,7 +4,8 @@ A block whose longest register-to-register path can exceed a clock period takes 
 the register stages it adds to its shallowest form, 0 up to its maximum. Its module declares
 ``STAGE_DELAYS_NS``: the critical path, in ns, at each depth 0, 1, ... (sky130_fd_sc_hd typical, flip-flop
 clock-to-Q and setup included, as ``python -m hw.build --target synth --block NAME`` reports it at the
-default configuration with ``pipeline.NAME`` set to that depth). The configuration key ``pipeline.NAME``
+default configuration with ``pipeline.NAME`` set to that depth; a block the core instantiates more widely
+than its stand-alone default, the DFA engine, declares the core instance's). The configuration key ``pipeline.NAME``
 is a depth or ``"auto"``: the shallowest depth whose delay fits the period ``1000 / clock_mhz`` less a
 guard band of :data:`GUARD_BAND` of the period, or the deepest when none does (the timing report then
 shows what is left). The guard band stands for what the estimate leaves out: wires, and the few percent by
