@@ -12,10 +12,13 @@ __all__ = ["STAGE_DELAYS_NS", "ElemFormat", "input_layout", "FP8MacTree", "BF16M
 
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
 #: each ``stages`` depth, shallowest first (:mod:`hw.pipeline`), as measured by
-#: ``python -m hw.build --target synth --block fp8_tree --set pipeline.fp8_tree=D`` (200 MHz). At depth 1 the
-#: normalization of the exact sum and the binary32 accumulation loop are both about 7 ns, and no cut shortens
-#: the loop (see :class:`FP8MacTree`): no depth meets 5 ns, and ``auto`` takes depth 1.
-STAGE_DELAYS_NS = (8.13, 7.16)
+#: ``python -m hw.build --target synth --block fp8_tree --set pipeline.fp8_tree=D`` (200 MHz). Depth 0 is
+#: bound by the rounding of the exact sum, depth 1 by its normalization (a leading-zero count and a 72-bit
+#: shift after the tree's add; the report names the accumulator's loop, which the mapper relaxes to the
+#: same delay). At depth 2 every stage and the loop (a dual-path binary32 adder, about 4.2 ns when mapped
+#: for speed alone) map at the period's delay target, the loop 0.04 ns over it; none is under the guard
+#: band, so ``auto`` takes the deepest, depth 2.
+STAGE_DELAYS_NS = (8.37, 5.90, 5.04)
 
 
 class ElemFormat(enum.Enum, shape=1):
@@ -89,6 +92,13 @@ def _register(m, advance, prefix, values):
 def _leading_zeros_tree(m, value, name):
     """Leading zeros of ``value`` (``len(value)`` when it is zero) as a balanced tree of depth log2(width):
     the count of each half is chosen by whether the upper half is all zero."""
+    return _leading_zeros_merge(m, _leading_zeros_groups(m, value, 1, name), 1, name)
+
+
+def _leading_zeros_groups(m, value, group, name):
+    """The first log2(``group``) levels of :func:`_leading_zeros_tree`: for each ``group`` bits of ``value``
+    (padded to a power of two, least significant group first), their leading-zero count and an all-zero
+    flag, as one value (:func:`_leading_zeros_merge` finishes the count, possibly after a register)."""
     width = len(value)
     pad = (1 << width.bit_length()) - width
     # At least one 1 below the value: a zero value counts exactly ``width``.
@@ -103,14 +113,83 @@ def _leading_zeros_tree(m, value, name):
         zero = _comb(m, zero_hi & zero_lo, 1, f"{name}_z{path}")
         return zero, _comb(m, Cat(Mux(zero_hi, count_lo, count_hi), zero_hi), len(count_lo) + 1, f"{name}_c{path}")
 
-    return count(padded, "")[1]
+    return Cat(*[Cat(*count(padded[i:i + group], f"g{i // group}")[::-1]) for i in range(0, len(padded), group)])
 
+
+def _leading_zeros_merge(m, groups, group, name):
+    """The leading-zero count from the per-group counts and flags of :func:`_leading_zeros_groups`."""
+    bits = group.bit_length()                     # log2(group) count bits and the flag
+    nodes = [(groups[i + bits - 1], groups[i:i + bits - 1]) for i in range(0, len(groups), bits)]
+
+    def merge(nodes, path):
+        if len(nodes) == 1:
+            return nodes[0]
+        half = len(nodes) // 2
+        zero_lo, count_lo = merge(nodes[:half], path + "l")
+        zero_hi, count_hi = merge(nodes[half:], path + "h")
+        zero = _comb(m, zero_hi & zero_lo, 1, f"{name}_z{path}")
+        return zero, _comb(m, Cat(Mux(zero_hi, count_lo, count_hi), zero_hi), len(count_lo) + 1, f"{name}_c{path}")
+
+    return merge(nodes, "")[1]
+
+
+def _increment(m, value, carry_in, name):
+    """``value + carry_in`` (``carry_in`` one bit), ``len(value)`` bits, its carries as a parallel prefix of
+    ANDs (log2 depth; the plain sum maps as a ripple chain)."""
+    width = len(value)
+    # all_ones[i]: value[0..i] all ones, by doubling spans (Kogge-Stone).
+    all_ones = [value[i] for i in range(width)]
+    span = 1
+    while span < width:
+        all_ones = [all_ones[i] & all_ones[i - span] if i >= span else all_ones[i] for i in range(width)]
+        all_ones = [_comb(m, bit, 1, f"{name}_p{span}_{i}") for i, bit in enumerate(all_ones)]
+        span *= 2
+    carries = Cat(carry_in, *[carry_in & all_ones[i] for i in range(width - 1)])
+    return _comb(m, value ^ carries, width, name)
+
+
+def _prefix_add(m, x, y, name, carry_in=None):
+    """``x + y + carry_in`` modulo ``2**len(x)``, its carries as a parallel prefix of generate/propagate pairs
+    (Kogge-Stone, log2 depth: the plain sum of wide words maps as a slower carry chain)."""
+    if carry_in is not None:
+        # The carry in as a lowest bit of both addends: 2 * carry_in carries it into bit 1.
+        return _comb(m, _prefix_add(m, Cat(carry_in, x), Cat(carry_in, y), name)[1:], len(x), f"{name}_ci")
+    width = len(x)
+    gen = [x[i] & y[i] for i in range(width)]
+    prop = [x[i] ^ y[i] for i in range(width)]
+    g, p = list(gen), list(prop)
+    span = 1
+    while span < width:
+        g = [_comb(m, g[i] | (p[i] & g[i - span]) if i >= span else g[i], 1, f"{name}_g{span}_{i}")
+             for i in range(width)]
+        p = [p[i] & p[i - span] if i >= span else p[i] for i in range(width)]
+        span *= 2
+    return _comb(m, Cat(*prop) ^ Cat(Const(0, 1), *g[:width - 1]), width, name)
+
+
+def _carry_save(m, words, width, name):
+    """Two words whose sum is the sum of ``words`` modulo ``2**width``: a Wallace tree of full adders (3:2
+    compressors), every level taking its words three at a time."""
+    words = list(words)
+    level = 0
+    while len(words) > 2:
+        reduced = []
+        for i in range(0, len(words) - 2, 3):
+            x, y, z = words[i:i + 3]
+            reduced.append(_comb(m, x ^ y ^ z, width, f"{name}_s{level}_{i // 3}"))
+            reduced.append(_comb(m, Cat(Const(0, 1), (x & y) | (x & z) | (y & z)), width, f"{name}_c{level}_{i // 3}"))
+        words = reduced + words[len(words) - len(words) % 3:]
+        level += 1
+    return words
 
 #: A binary32 value unpacked for the accumulator: significand ``m`` with its hidden bit (bit 23 clear for
 #: zero and subnormals), effective biased exponent ``e`` (1 for zero and subnormals), sign ``s`` (of the
 #: infinity when ``inf``), and the special flags.
 _unpacked = data.StructLayout({"m": unsigned(24), "e": unsigned(8), "s": unsigned(1),
                                "nan": unsigned(1), "inf": unsigned(1)})
+
+#: -0 unpacked: the start of every accumulation.
+_NEG_ZERO = {"m": 0, "e": 1, "s": 1, "nan": 0, "inf": 0}
 
 
 def _unpack(bits):
@@ -124,37 +203,94 @@ def _pack(x):
                Mux(x.inf, Cat(Const(0, 23), Const(0xFF, 8), x.s), Cat(x.m[:23], Mux(x.m[23], x.e, 0), x.s)))
 
 
+def _exp_mask(e):
+    """25 bits with a one at bit ``25 - e`` (none for ``e`` > 25): ORed below a close-path difference, it stops
+    the leading-zero count at ``e - 1``, the deepest normalization that keeps the exponent >= 1."""
+    return Cat(*[e == 25 - p for p in range(25)])
+
+
 def _unpacked_add(m, a, b):
     """``a + b`` in binary32 (nearest even, subnormals, overflow to infinity, IEEE 754 specials with the
-    canonical NaN) on unpacked operands, unpacked: the accumulator's loop, with no field packing or
-    unpacking in it (:class:`hw.fp32.FP32Adder` computes the same sum on packed bits)."""
-    # Order by magnitude, |x| >= |y|; the exponent difference of both orders is formed beside the compare.
-    ge = _comb(m, Cat(a.m, a.e) >= Cat(b.m, b.e), 1, "acc_ge")
-    x_s = Mux(ge, a.s, b.s)
+    canonical NaN) on unpacked operands, unpacked, as a dual-path adder for the accumulator's loop.
+
+    FAR path (an effective addition, or exponents at least 2 apart, or 1 apart with no cancellation of the
+    leading bit): the operand of the smaller exponent is aligned (both orders in parallel, chosen by the
+    exponent compare), and the rounding is compound: the sum is formed plain and with one unit added at
+    each of the three places its last bit can take (after a right shift by one, none, a left shift by one),
+    and the plain sum's leading and round bits pick one, so no increment follows the add. CLOSE path (an effective subtraction with exponents equal or 1 apart, the leading bit
+    cancelled): the differences of both orders and both one-apart alignments in parallel; exact, so no
+    rounding; the leading-zero count is clamped at the subnormal boundary by a marker bit below the
+    difference."""
+    sub = _comb(m, a.s ^ b.s, 1, "acc_sub")
+    ge = _comb(m, a.e >= b.e, 1, "acc_ge")                      # the FAR path's larger operand: a
+    eq = _comb(m, a.e == b.e, 1, "acc_eq")
+    d_ab = _comb(m, a.e - b.e, 8, "acc_dab")
+    d_ba = _comb(m, b.e - a.e, 8, "acc_dba")
     x_e = _comb(m, Mux(ge, a.e, b.e), 8, "acc_xe")
+    x_s = Mux(ge, a.s, b.s)
+
+    # FAR path, in 27 bits (significand, guard, round, sticky).
+    y_al = _comb(m, Mux(ge, shift_right_sticky(Cat(Const(0, 3), b.m), d_ab, 27),
+                        shift_right_sticky(Cat(Const(0, 3), a.m), d_ba, 27)), 27, "acc_yal")
     x_m = Mux(ge, a.m, b.m)
-    diff = _comb(m, Mux(ge, a.e - b.e, b.e - a.e), 8, "acc_diff")
-    y_al = _comb(m, shift_right_sticky(Cat(Const(0, 3), Mux(ge, b.m, a.m)), diff, 27), 27, "acc_yal")
-    subtract = a.s ^ b.s
-    x_w = Cat(Const(0, 3), x_m)                              # 27 bits: significand + G, R, S
-    total = _comb(m, Mux(subtract, x_w - y_al, x_w + y_al), 28, "acc_total")
-    # Normalize: a carry shifts right by one, cancellation left, no further than exponent 1.
-    carry = total[27]
-    lz = _leading_zeros_tree(m, total[:27], "acc_lz")
-    max_left = _comb(m, x_e - 1, 8, "acc_max_left")
-    left = _comb(m, Mux(lz < max_left, lz, max_left), 5, "acc_left")
-    norm = _comb(m, Mux(carry, Cat(total[0] | total[1], total[2:28]), total[:27] << left), 27, "acc_norm")
-    exp_n = _comb(m, Mux(carry, x_e + 1, x_e - left), 9, "acc_exp_n")
-    rounded = _comb(m, norm[3:27] + (norm[2] & (norm[:2].any() | norm[3])), 25, "acc_rounded")
-    exp_r = _comb(m, Mux(rounded[24], exp_n + 1, exp_n), 10, "acc_exp_r")
-    mant = _comb(m, Mux(rounded[24], rounded[1:25], rounded[:24]), 24, "acc_mant")
-    overflow = mant[23] & (exp_r >= 255)
+    x_m1 = _comb(m, Mux(ge, a.m + 1, b.m + 1), 25, "acc_xm1")
+    x_m2 = _comb(m, Mux(ge, a.m + 2, b.m + 2), 26, "acc_xm2")
+
+    y_inv = _comb(m, Cat(y_al, Const(0, 2)) ^ sub.replicate(29), 29, "acc_yinv")
+
+    def add(x_w, name):
+        # x_w - y_al as x_w + ~y_al + 1.
+        return _prefix_add(m, Cat(x_w, Const(0, 29 - len(x_w))), y_inv, name, carry_in=sub)
+
+    t0 = add(Cat(Const(0, 3), x_m), "acc_t0")
+    t4 = add(Cat(Const(4, 3), x_m), "acc_t4")                  # + 1 unit at bit 2 (one left shift)
+    t8 = add(Cat(Const(0, 3), x_m1), "acc_t8")                 # + 1 unit at bit 3 (no shift)
+    t16 = add(Cat(Const(0, 3), x_m2), "acc_t16")               # + 1 unit at bit 4 (one right shift)
+    # The plain sum's leading bit: a carry out (shift right by one), in place, or one below (an effective
+    # subtraction with exponents at least 2 apart: shift left by one). Each position has its round bits.
+    carry = t0[27]
+    left = sub & ~t0[26]
+    up_c = t0[3] & (t0[:3].any() | t0[4])
+    up_n = t0[2] & (t0[:2].any() | t0[3])
+    up_l = t0[1] & (t0[0] | t0[2])
+    src_c = Mux(up_c, t16, t0)
+    src_n = Mux(up_n, t8, t0)
+    src_l = Mux(up_l, t4, t0)
+    # A rounding that carries out of the significand (ovf) leaves exactly the next power of two.
+    ovf_c, ovf_n, ovf_l = up_c & src_c[28], up_n & src_n[27], up_l & src_l[26]
+    far_m = _comb(m, Mux(carry, Cat(src_c[4:27], src_c[27] | src_c[28]),
+                         Mux(left, Cat(src_l[2:25], src_l[25] | src_l[26]),
+                             Cat(src_n[3:26], src_n[26] | src_n[27]))), 24, "acc_far_m")
+    x_e_p1 = _comb(m, x_e + 1, 9, "acc_xe_p1")
+    x_e_p2 = _comb(m, x_e + 2, 9, "acc_xe_p2")
+    x_e_m1 = _comb(m, x_e - 1, 8, "acc_xe_m1")
+    far_e = _comb(m, Mux(carry, Mux(ovf_c, x_e_p2, x_e_p1),
+                         Mux(left, Mux(ovf_l, x_e, x_e_m1), Mux(ovf_n, x_e_p1, x_e))), 9, "acc_far_e")
+    far_inf = _comb(m, Mux(carry, (x_e >= 254) | ((x_e == 253) & ovf_c), ~left & (x_e == 254) & ovf_n), 1,
+                    "acc_far_inf")
+
+    # CLOSE path: 25 bits (significand and one guard bit), exact. With exponents 1 apart and the leading
+    # bit kept (c[24]) the difference needs a rounding: the FAR path takes it, with no shift.
+    r0 = _comb(m, a.m - b.m, signed(25), "acc_r0")
+    r0n = _comb(m, b.m - a.m, signed(25), "acc_r0n")
+    a_first = ~r0[24]
+    c0 = Cat(Const(0, 1), Mux(a_first, r0[:24], r0n[:24]))
+    c1 = _comb(m, Cat(Const(0, 1), a.m) - b.m, 25, "acc_c1")      # a.e == b.e + 1
+    c2 = _comb(m, Cat(Const(0, 1), b.m) - a.m, 25, "acc_c2")      # b.e == a.e + 1
+    c = _comb(m, Mux(eq, c0, Mux(ge, c1, c2)), 25, "acc_c")
+    mask = _comb(m, Mux(ge, _exp_mask(a.e), _exp_mask(b.e)), 25, "acc_mask")
+    lz = _leading_zeros_tree(m, c | mask, "acc_lz")
+    close_m = _comb(m, (c << lz)[1:25], 24, "acc_close_m")
+    close_e = _comb(m, x_e - lz, 8, "acc_close_e")
+    near = _comb(m, (d_ab == 1) | (d_ba == 1), 1, "acc_near")
+    use_close = _comb(m, sub & (eq | (near & ~c[24])), 1, "acc_close")
+
     # The only exact zero of a sum is x + (-x): +0 (and -0 + -0 = -0 keeps the sign of x).
-    cancel = subtract & (a.e == b.e) & (a.m == b.m)
-    nan = a.nan | b.nan | (a.inf & b.inf & subtract)
-    inf = (a.inf | b.inf | overflow) & ~nan
-    sign = Mux(a.inf, a.s, Mux(b.inf, b.s, x_s & ~cancel))
-    return Cat(mant, Mux(cancel, 1, exp_r[:8]), sign, nan, inf)
+    cancel = _comb(m, sub & eq & (a.m == b.m), 1, "acc_cancel")
+    nan = a.nan | b.nan | (a.inf & b.inf & sub)
+    inf = (a.inf | b.inf | (~use_close & far_inf)) & ~nan
+    sign = Mux(a.inf, a.s, Mux(b.inf, b.s, Mux(cancel, 0, Mux(use_close & eq & ~a_first, b.s, x_s))))
+    return Cat(Mux(use_close, close_m, far_m), Mux(cancel, 1, Mux(use_close, close_e, far_e[:8])), sign, nan, inf)
 
 
 def _fp32_add(m, a, b):
@@ -188,27 +324,30 @@ class FP8MacTree(wiring.Component):
     block: a single-block dot product). NaN codes or scales, ``inf * 0`` and ``inf - inf`` give the
     canonical NaN ``0x7FC00000``; semantics are :mod:`golden.fp8`'s, bit for bit.
 
-    Latency: ``4 + stages`` register stages (decode and multiply; align and add; round, in two at
-    ``stages=1``: normalize, then round; accumulate into the output register): a result is valid on ``o``
-    ``3 + stages`` cycles after the clock edge that takes its last block pair. Throughput: one block pair
-    per cycle at every depth (the binary32 accumulation closes its loop in one cycle). Back-pressure: the
-    pipeline stalls as a whole while a result waits on ``o`` (``i.ready`` follows ``o.ready``); nothing is
-    dropped or repeated.
+    Latency: ``4 + stages`` register stages (decode and multiply; align and add; round; accumulate into the
+    output register): a result is valid on ``o`` ``3 + stages`` cycles after the clock edge that takes its
+    last block pair. ``stages=1`` splits the rounding in two (normalize, then round); ``stages=2`` in three
+    (the magnitude of the sum and its leading-zero count, normalize, round), the tree then leaving its sum
+    in carry-save form (two words, added in the first of the three). Throughput: one block pair per cycle
+    at every depth (the binary32 accumulation closes its loop in one cycle). Back-pressure: the pipeline
+    stalls as a whole while a result waits on ``o`` (``i.ready`` follows ``o.ready``); nothing is dropped or
+    repeated.
 
     Timing (default configuration, sky130_fd_sc_hd typical, :data:`STAGE_DELAYS_NS`): ``stages=0`` is bound
-    by the rounding of the exact sum; ``stages=1`` cuts it after the normalization and runs the rounding
-    and the accumulation on unpacked binary32 fields. Both halves of the cut rounding and the
-    accumulator's loop, one sequentially rounded binary32 add per cycle (compare, align, add, normalize,
-    round), then take about 7 ns, over a 200 MHz period. Further cuts of the tree or the rounding would not
-    shorten the loop, which cannot be split without giving up either the bit-exact sequential rounding of
-    :func:`golden.fp8.dot` or one block pair per cycle.
+    by the rounding of the exact sum; ``stages=1`` by its normalization (a leading-zero count and a 72-bit
+    shift after the tree's add). At ``stages=2`` the add, the count, the shift and the rounding each have a
+    stage, and every stage and the accumulator's loop map at the 200 MHz delay target. The loop, one
+    sequentially rounded binary32 add per cycle, is a dual-path adder on unpacked fields
+    (:func:`_unpacked_add`: no compare before the alignment, no normalizing shift before the rounding, no
+    increment after the add), and a sum starts from -0, loaded into the accumulator as its first block
+    enters the last stage, so no choice of the first block follows the add.
 
     Parameters
     ----------
     k : int
         Elements per block, a power of two >= 2.
     stages : int
-        Register stages added to the shallowest pipeline, 0 or 1 (``len(STAGE_DELAYS_NS) - 1``).
+        Register stages added to the shallowest pipeline, 0 to 2 (``len(STAGE_DELAYS_NS) - 1``).
 
     Members
     -------
@@ -303,10 +442,26 @@ class FP8MacTree(wiring.Component):
             m.d.comb += aligned.eq(s1_mag[j] << s1_shift[j])
             terms.append(Cat(aligned, Const(0, width - _TERM_BITS)) ^ s1_sign[j].replicate(width))
         negatives = sum(s1_sign[j] for j in range(k))
-        total = sum(terms[1:], terms[0]) + negatives
+        if self._stages >= 2:
+            # The exact sum leaves stage 2 in carry-save form: two words, added at the start of stage 3a.
+            pair = [Signal(width, name=f"s2_pair{i}") for i in range(2)]
+            words = _carry_save(m, terms + [Cat(negatives, Const(0, width - len(negatives)))], width, "tree")
+            with m.If(advance):
+                m.d.sync += [pair[i].eq(words[i]) for i in range(2)]
+            m.d.comb += s2_sum.eq(_prefix_add(m, pair[0], pair[1], "s2_add"))
+            # -(p0 + p1) = ~(p0 + p1 - 1): formed beside the sum, not after it.
+            s2_negated = _comb(m, ~_prefix_add(m, Cat(Const(0, 1), (pair[0] | pair[1])[:width - 1]),
+                                               ~(pair[0] ^ pair[1]), "s2_dec"), width, "s2_negated")
+        elif self._stages == 1:
+            words = _carry_save(m, terms + [Cat(negatives, Const(0, width - len(negatives)))], width, "tree")
+            with m.If(advance):
+                m.d.sync += s2_sum.eq(words[0] + words[1])
+        else:
+            with m.If(advance):
+                m.d.sync += s2_sum.eq(sum(terms[1:], terms[0]) + negatives)
         with m.If(advance):
             m.d.sync += [
-                s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_sum.eq(total),
+                s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
                 s2_nan.eq(s1_nan | (s1_inf_pos & s1_inf_neg)), s2_inf_pos.eq(s1_inf_pos),
                 s2_inf_neg.eq(s1_inf_neg), s2_neg_zero.eq(s1_neg_zero), s2_exp.eq(s1_exp),
             ]
@@ -336,53 +491,92 @@ class FP8MacTree(wiring.Component):
             _accumulate_and_emit(m, self.o, advance, s3_valid, s3_first, s3_last, s3_bits, _fp32_add)
             return m
 
-        # Stage 3a: the magnitude of the sum and its normalization (leading bit to the top), registered.
+        # Stage 3a: the magnitude of the sum, its leading-zero count and the normalizing shift (leading bit to
+        # the top), registered. The count of a negative sum is its leading ones' (no carry chain before it):
+        # one too many when the magnitude is a power of two, whose leading bit the shift then carries out
+        # at the top.
         negative = s2_sum[-1]
-        magnitude = _comb(m, Mux(negative, -s2_sum, s2_sum), width, "rnd_mag")
-        lz = _leading_zeros_tree(m, magnitude, "rnd_lz")
+        exp = s2_exp
+        flags = {"valid": s2_valid, "first": s2_first, "last": s2_last, "nan": s2_nan,
+                 "inf": s2_inf_pos | s2_inf_neg, "inf_neg": s2_inf_neg, "neg_zero": s2_neg_zero,
+                 "negative": negative}
+        if self._stages >= 2:
+            # Stage 3a1 (stages=2): the sum and its negation, and the counts of both signs in groups of 16
+            # bits, registered; the sign chooses after the register (stage 3a2: the count's last levels, the
+            # shift).
+            lz_pos = _leading_zeros_groups(m, s2_sum, 16, "rnd_lzp")
+            lz_neg = _leading_zeros_groups(m, ~s2_sum, 16, "rnd_lzn")
+            lzr = _register(m, advance, "lz", {
+                **{name: (flag, 1) for name, flag in flags.items()},
+                "pos": (s2_sum, width), "neg": (s2_negated, width), "exp": (exp, exp.shape()),
+                "lz_pos": (lz_pos, len(lz_pos)), "lz_neg": (lz_neg, len(lz_neg)),
+            })
+            flags = {name: lzr[name] for name in flags}
+            negative, exp = lzr["negative"], lzr["exp"]
+            magnitude = _comb(m, Mux(negative, lzr["neg"], lzr["pos"]), width, "rnd_mag")
+            lz = _comb(m, _leading_zeros_merge(m, Mux(negative, lzr["lz_neg"], lzr["lz_pos"]), 16, "rnd_lz"),
+                       range(width + 1), "rnd_lz")
+        else:
+            # The ones' complement, counted beside the increment that makes it the magnitude.
+            ones = _comb(m, s2_sum ^ negative.replicate(width), width, "rnd_ones")
+            magnitude = _increment(m, ones, negative, "rnd_mag")
+            lz = _leading_zeros_tree(m, ones, "rnd_lz")
+        shifted = _comb(m, magnitude << lz, width + 1, "rnd_shifted")
+        over = shifted[width]
+
+        def exponent_fields(top):
+            # ``top``: exponent of the leading bit; below -126 the value is subnormal, shifted right (in stage
+            # 3b) by ``under`` so that its last kept bit weighs 2**-149 (31: every bit into the sticky bit).
+            # ``base``: the biased exponent before the rounding carry, ``base_up`` after it; from 2**128 up the
+            # sum overflows whatever the rounding (``big``), at 2**127 when the rounding carries (``edge``).
+            tiny = top < -126
+            under = -126 - top
+            return Cat(Mux(tiny, Mux(under > 31, 31, under), 0)[:5], Mux(tiny, 1, top + 127)[:8],
+                       Mux(tiny, 2, top + 128)[:8], top >= 128, top == 127)
+
+        top = _comb(m, exp + (width - 1) - lz, signed_width(exp, width), "rnd_top")
+        fields = _comb(m, Mux(over, exponent_fields(top + 1), exponent_fields(top)), 23, "rnd_fields")
         nm = _register(m, advance, "nm", {
-            "valid": (s2_valid, 1), "first": (s2_first, 1), "last": (s2_last, 1), "nan": (s2_nan, 1),
-            "inf": (s2_inf_pos | s2_inf_neg, 1), "inf_neg": (s2_inf_neg, 1), "neg_zero": (s2_neg_zero, 1),
-            "negative": (negative, 1), "norm": ((magnitude << lz)[:width], width),
-            # Exponent of the leading bit.
-            "top": (s2_exp + (width - 1) - lz, signed_width(s2_exp, width)),
+            **{name: (flag, 1) for name, flag in flags.items()},
+            "norm": (Cat(shifted[:width - 1], shifted[width - 1] | over), width),
+            "under": (fields[:5], 5), "base": (fields[5:13], 8), "base_up": (fields[13:21], 8),
+            "big": (fields[21], 1), "edge": (fields[22], 1),
         })
         # Stage 3b: one rounding to binary32, then the specials; the block sum goes on unpacked.
-        norm, top = nm["norm"], nm["top"]
-        # 24-bit significand + guard + sticky; subnormals shifted right so the last kept bit weighs 2**-149.
+        norm = nm["norm"]
+        zero = _comb(m, ~norm[width - 1], 1, "rnd_zero")                 # an exact zero sum
+        # 24-bit significand + guard + sticky.
         keep = Cat(norm[:width - 25].any(), norm[width - 25:])
-        under = _comb(m, Mux(top < -126, -126 - top, 0), 9, "rnd_under")
-        aligned = _comb(m, shift_right_sticky(keep, under, 26), 26, "rnd_aligned")
-        rounded = _comb(m, aligned[2:26] + (aligned[1] & (aligned[0] | aligned[2])), 25, "rnd_rounded")
-        exp_b = _comb(m, Mux(top < -126, -126, top) + 127 + rounded[24], signed(len(top) + 1), "rnd_exp")
-        mant = _comb(m, Mux(rounded[24], rounded[1:25], rounded[:24]), 24, "rnd_mant")
-        block = Signal(32)
-        with m.If(nm["nan"]):
-            m.d.comb += block.eq(F32_NAN)
-        with m.Elif(nm["inf"] | (mant[23] & (exp_b >= 255))):
-            m.d.comb += block.eq(Cat(Const(0, 23), Const(0xFF, 8), Mux(nm["inf"], nm["inf_neg"], nm["negative"])))
-        with m.Elif(~norm[width - 1]):
-            # An exact zero sum.
-            m.d.comb += block.eq(Cat(Const(0, 31), nm["neg_zero"]))
-        with m.Else():
-            m.d.comb += block.eq(Cat(mant[:23], Mux(mant[23], exp_b[:8], 0), nm["negative"]))
-        s3_valid, s3_first, s3_last = Signal(), Signal(), Signal()
+        aligned = _comb(m, shift_right_sticky(keep, nm["under"], 26), 26, "rnd_aligned")
+        rounded = _increment(m, Cat(aligned[2:26], Const(0, 1)), aligned[1] & (aligned[0] | aligned[2]),
+                             "rnd_rounded")
+        carry = rounded[24]
+        overflow = ~zero & (nm["big"] | (nm["edge"] & carry))
+        block = Signal(_unpacked)
+        m.d.comb += block.eq(Cat(
+            Mux(carry, rounded[1:25], rounded[:24]), Mux(zero, 1, Mux(carry, nm["base_up"], nm["base"])),
+            Mux(nm["inf"], nm["inf_neg"], Mux(zero, nm["neg_zero"], nm["negative"])),
+            nm["nan"], ~nm["nan"] & (nm["inf"] | overflow)))
+        s3_valid, s3_last = Signal(), Signal()
         s3_value = Signal(_unpacked)
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(nm["valid"]), s3_first.eq(nm["first"]), s3_last.eq(nm["last"]),
-                         s3_value.eq(_unpack(block))]
+            m.d.sync += [s3_valid.eq(nm["valid"]), s3_last.eq(nm["last"]), s3_value.eq(block)]
 
-        # Stage 4: binary32 accumulation across blocks on unpacked fields (one add per cycle in its loop);
-        # the output register holds the unpacked sum, packed on its way out.
-        acc = Signal(_unpacked, init={"e": 1})
+        # Stage 4: binary32 accumulation across blocks on unpacked fields, one add per cycle in its loop.
+        # A sum starts from -0 (``-0 + x`` is ``x`` for every x, zeros and specials included), loaded as its
+        # ``first`` block enters stage 4, so no choice of the first block follows the adder. The output
+        # register holds the unpacked sum, packed on its way out.
+        acc = Signal(_unpacked, init=_NEG_ZERO)
         result = Signal(_unpacked)
         acc_next = Signal(_unpacked)
-        m.d.comb += acc_next.eq(Mux(s3_first, s3_value, _unpacked_add(m, acc, s3_value)))
-        with m.If(advance & s3_valid):
-            m.d.sync += acc.eq(acc_next)
-            with m.If(s3_last):
-                m.d.sync += result.eq(acc_next)
+        m.d.comb += acc_next.eq(_unpacked_add(m, acc, s3_value))
         with m.If(advance):
+            with m.If(nm["valid"] & nm["first"]):
+                m.d.sync += acc.eq(_unpacked.const(_NEG_ZERO))
+            with m.Elif(s3_valid):
+                m.d.sync += acc.eq(acc_next)
+            with m.If(s3_valid & s3_last):
+                m.d.sync += result.eq(acc_next)
             m.d.sync += self.o.valid.eq(s3_valid & s3_last)
         m.d.comb += self.o.payload.eq(_pack(result))
         return m

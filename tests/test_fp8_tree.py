@@ -11,7 +11,7 @@ from golden import fp8
 from hw.config import apply_overrides, preset
 from hw.fp32 import F32_NAN
 from hw.fp8_tree import STAGE_DELAYS_NS, BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
-from hw.fp8_tree import _leading_zeros_tree, _pack, _unpack, _unpacked, _unpacked_add
+from hw.fp8_tree import _carry_save, _increment, _leading_zeros_tree, _pack, _unpack, _unpacked, _unpacked_add
 from verif.runner import run_bench, simulator_status
 
 from .sim_streams import stream_get, stream_put
@@ -174,22 +174,127 @@ def ref_add(pairs):
     return bits.tolist()
 
 
+def _hard_pairs(rng, n):
+    """``n`` binary32 bit pairs biased to the adder's hard cases: equal and near exponents (its close path),
+    opposite signs, cancellations to zero and to subnormals, subnormals, both ends of the exponent range,
+    significands with long runs of ones or zeros (carries into the exponent), exact rounding ties, and the
+    special values."""
+    bits = rng.integers(0, 2**32, (2, n), dtype=np.uint64).astype(np.int64)
+    exp_a = np.select([rng.random(n) < 0.25, rng.random(n) < 0.2], [rng.integers(0, 4, n), rng.integers(250, 256, n)],
+                      rng.integers(0, 256, n))
+    step = rng.integers(0, 5, n)
+    delta = np.select([step == 0, step == 1, step == 2, step == 3],
+                      [0, rng.choice([-1, 1], n), rng.integers(-3, 4, n), rng.integers(-30, 31, n)],
+                      rng.integers(-255, 256, n))
+    exp_b = np.clip(exp_a + delta, 0, 255)
+    a = (bits[0] & 0x807FFFFF) | (exp_a << 23)
+    b = (bits[1] & 0x807FFFFF) | (exp_b << 23)
+    # Significands of all ones or with cleared low bits: carries, and ties of the rounding.
+    ones = rng.random(n) < 0.15
+    a = np.where(ones, a | 0x7FFFFF, a)
+    cleared = rng.random(n) < 0.2
+    b = np.where(cleared, b & ~((1 << rng.integers(0, 24, n)) - 1), b)
+    # Half a unit in the last place of a (and more, and less): exact ties in both directions.
+    tie = rng.random(n) < 0.15
+    half = (np.clip(exp_a - 24, 0, 255) << 23) | rng.choice([0, 0, 1, 0x7FFFFF], n)
+    b = np.where(tie & (exp_a >= 25) & (exp_a < 255), (b & 0x80000000) | half, b)
+    # Opposite signs half the time; b = -a give or take a few units: cancellation.
+    opposite = rng.random(n) < 0.5
+    b = np.where(opposite, (b & 0x7FFFFFFF) | (~a & 0x80000000), b)
+    near = rng.random(n) < 0.15
+    b = np.where(near, ((a ^ 0x80000000) + rng.integers(-3, 4, n)) & 0xFFFFFFFF, b)
+    swap = rng.random(n) < 0.5
+    pairs = list(zip(np.where(swap, b, a).tolist(), np.where(swap, a, b).tolist()))
+    specials = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F7FFFFF, 0xFF7FFFFF, 1,
+                0x80000001, 0x007FFFFF, 0x807FFFFF, 0x00800000, 0x80800000, 0x3F800000, 0xBF800000, 0x7F000000,
+                0x00FFFFFF]
+    return pairs + [(x, y) for x in specials for y in specials]
+
+
+def _check_hard_coverage(pairs, sums):
+    """The hard cases are really reached: cancellations to zero and to a subnormal, overflows of finite
+    operands, deep cancellations (the close path), roundings that carry into the exponent, exact ties."""
+    def fields(x):
+        return (x >> 23) & 0xFF, x & 0x7FFFFF
+
+    counts = dict.fromkeys(["zero", "subnormal", "overflow", "deep", "carry", "tie"], 0)
+    for (x, y), s in zip(pairs, sums):
+        (ex, fx), (ey, fy), (es, fs) = fields(x), fields(y), fields(s)
+        if ex == 0xFF or ey == 0xFF:
+            continue
+        if es != 0xFF and abs(ex - ey) < 29:
+            # Exact in binary64: a tie lies halfway between the sum and its neighbour towards it.
+            exact = float(fp8.bits_to_f32(x)) + float(fp8.bits_to_f32(y))
+            rounded = float(fp8.bits_to_f32(s))
+            toward = float(np.nextafter(np.float32(rounded), np.float32(np.inf if exact > rounded else -np.inf)))
+            counts["tie"] += exact != rounded and exact - rounded == toward - exact
+        counts["zero"] += (fx | fy | ex | ey) != 0 and s & 0x7FFFFFFF == 0
+        counts["subnormal"] += max(ex, ey) > 0 and es == 0 and fs != 0
+        counts["overflow"] += es == 0xFF
+        counts["deep"] += 0 < es <= max(ex, ey) - 2 and (x ^ y) >> 31
+        counts["carry"] += es == max(ex, ey) + 1 and fs == 0 and not (x ^ y) >> 31
+    assert min(counts.values()) >= 10, counts
+
+
 def test_sim_unpacked_add():
-    # Random bit patterns, exponents near each other, near the subnormal and infinity ends, the specials,
-    # and cancellations (b close to -a).
-    rng = np.random.default_rng(11)
-    n = 4000
-    bits = rng.integers(0, 2**32, (2, n), dtype=np.uint64).astype(np.uint32)
-    kind = rng.integers(0, 5, (2, n))
-    exps = np.select([kind == 1, kind == 2, kind == 3], [rng.integers(0, 4, (2, n)), rng.integers(250, 256, (2, n)),
-                                                         rng.integers(120, 124, (2, n))], 0).astype(np.uint32)
-    bits = np.where(kind >= 1, (bits & np.uint32(0x807FFFFF)) | (exps << 23), bits).astype(np.uint32)
-    near = rng.random(n) < 0.25
-    bits[1, near] = (bits[0, near] ^ np.uint32(0x80000000)) + rng.integers(-3, 4, near.sum()).astype(np.uint32)
-    pairs = list(zip(bits[0].tolist(), bits[1].tolist()))
-    pairs += [(0x80000000, 0x80000000), (0x80000000, 0), (0x7F800000, 0xFF800000), (0x7F7FFFFF, 0x7F7FFFFF),
-              (0x00800000, 0x807FFFFF), (0x3F800000, 0xBF800000), (0x7F800000, 0x7F800000), (0x7FC00001, 0)]
+    # The accumulator's adder alone, bit-exact with golden.fp8.f32_add on pairs biased to its hard cases.
+    pairs = _hard_pairs(np.random.default_rng(11), 3000)
+    want = [fp8.f32_add(x, y) for x, y in pairs]
+    _check_hard_coverage(pairs, want)
+    assert rtl_add(pairs) == want
+
+
+@pytest.mark.slow
+def test_sim_unpacked_add_sweep():
+    pairs = _hard_pairs(np.random.default_rng(12), 100_000)
     assert rtl_add(pairs) == ref_add(pairs)
+
+
+@pytest.mark.parametrize("width", [1, 2, 25, 72])
+def test_sim_increment(width):
+    m = Module()
+    value, carry_in = Signal(width), Signal()
+    out = _increment(m, value, carry_in, "inc")
+    rng = random.Random(width)
+    cases = [(0, 1), ((1 << width) - 1, 1), ((1 << width) - 1, 0)] + \
+        [(((1 << rng.randrange(width + 1)) - 1) ^ (rng.getrandbits(width) << rng.randrange(width + 1)) % (1 << width),
+          rng.getrandbits(1)) for _ in range(200)]
+    got = []
+
+    async def testbench(ctx):
+        for x, c in cases:
+            ctx.set(value, x)
+            ctx.set(carry_in, c)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == [(x + c) % (1 << width) for x, c in cases]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 33])
+def test_sim_carry_save(count):
+    width = 12
+    m = Module()
+    words = [Signal(width, name=f"w{i}") for i in range(count)]
+    pair = _carry_save(m, words, width, "cs")
+    total = Signal(width)
+    m.d.comb += total.eq(sum(pair[1:], pair[0]))
+    rng = random.Random(count)
+    cases = [[(1 << width) - 1] * count] + [[rng.getrandbits(width) for _ in range(count)] for _ in range(100)]
+    got = []
+
+    async def testbench(ctx):
+        for values in cases:
+            for word, x in zip(words, values):
+                ctx.set(word, x)
+            got.append(ctx.get(total))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert len(pair) == min(count, 2) and got == [sum(values) % (1 << width) for values in cases]
 
 
 @pytest.mark.parametrize("width", [1, 8, 27, 71])
