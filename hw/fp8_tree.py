@@ -102,7 +102,7 @@ def _leading_zeros_groups(m, value, group, name):
     width = len(value)
     pad = (1 << width.bit_length()) - width
     # At least one 1 below the value: a zero value counts exactly ``width``.
-    padded = Cat(Const((1 << pad) - 1, pad), value)
+    padded = _comb(m, Cat(Const((1 << pad) - 1, pad), value), width + pad, f"{name}_in")
 
     def count(x, path):
         if len(x) == 1:
@@ -135,36 +135,37 @@ def _leading_zeros_merge(m, groups, group, name):
 
 def _increment(m, value, carry_in, name):
     """``value + carry_in`` (``carry_in`` one bit), ``len(value)`` bits, its carries as a parallel prefix of
-    ANDs (log2 depth; the plain sum maps as a ripple chain)."""
+    ANDs (log2 depth; the plain sum maps as a ripple chain), each level one word."""
     width = len(value)
-    # all_ones[i]: value[0..i] all ones, by doubling spans (Kogge-Stone).
-    all_ones = [value[i] for i in range(width)]
+    # all_ones bit i: value[0..i] all ones, by doubling spans (Kogge-Stone).
+    all_ones = value
     span = 1
     while span < width:
-        all_ones = [all_ones[i] & all_ones[i - span] if i >= span else all_ones[i] for i in range(width)]
-        all_ones = [_comb(m, bit, 1, f"{name}_p{span}_{i}") for i, bit in enumerate(all_ones)]
+        all_ones = _comb(m, all_ones & Cat(Const((1 << span) - 1, span), all_ones[:width - span]), width,
+                         f"{name}_p{span}")
         span *= 2
-    carries = Cat(carry_in, *[carry_in & all_ones[i] for i in range(width - 1)])
+    carries = Cat(carry_in, all_ones[:width - 1] & carry_in.replicate(width - 1)) if width > 1 else carry_in
     return _comb(m, value ^ carries, width, name)
 
 
 def _prefix_add(m, x, y, name, carry_in=None):
     """``x + y + carry_in`` modulo ``2**len(x)``, its carries as a parallel prefix of generate/propagate pairs
-    (Kogge-Stone, log2 depth: the plain sum of wide words maps as a slower carry chain)."""
+    (Kogge-Stone, log2 depth: the plain sum of wide words maps as a slower carry chain), each level one
+    word."""
     if carry_in is not None:
         # The carry in as a lowest bit of both addends: 2 * carry_in carries it into bit 1.
         return _comb(m, _prefix_add(m, Cat(carry_in, x), Cat(carry_in, y), name)[1:], len(x), f"{name}_ci")
     width = len(x)
-    gen = [x[i] & y[i] for i in range(width)]
-    prop = [x[i] ^ y[i] for i in range(width)]
-    g, p = list(gen), list(prop)
+    prop = _comb(m, x ^ y, width, f"{name}_p")
+    g, p = _comb(m, x & y, width, f"{name}_g"), prop
     span = 1
     while span < width:
-        g = [_comb(m, g[i] | (p[i] & g[i - span]) if i >= span else g[i], 1, f"{name}_g{span}_{i}")
-             for i in range(width)]
-        p = [p[i] & p[i - span] if i >= span else p[i] for i in range(width)]
+        g_in = Cat(Const(0, span), g[:width - span])
+        p_in = Cat(Const((1 << span) - 1, span), p[:width - span])
+        g = _comb(m, g | (p & g_in), width, f"{name}_g{span}")
+        p = _comb(m, p & p_in, width, f"{name}_p{span}")
         span *= 2
-    return _comb(m, Cat(*prop) ^ Cat(Const(0, 1), *g[:width - 1]), width, name)
+    return _comb(m, prop ^ Cat(Const(0, 1), g[:width - 1]), width, name)
 
 
 def _carry_save(m, words, width, name):
