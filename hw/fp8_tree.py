@@ -218,8 +218,10 @@ def _unpacked_add(m, a, b):
     leading bit): the operand of the smaller exponent is aligned (both orders in parallel, chosen by the
     exponent compare), and the rounding is compound: the sum is formed plain and with one unit added at
     each of the three places its last bit can take (after a right shift by one, none, a left shift by one),
-    and the plain sum's leading and round bits pick one, so no increment follows the add. CLOSE path (an effective subtraction with exponents equal or 1 apart, the leading bit
-    cancelled): the differences of both orders and both one-apart alignments in parallel; exact, so no
+    and the plain sum's leading and round bits pick one, so no increment follows the add.
+
+    CLOSE path (an effective subtraction with exponents equal or 1 apart, the leading bit cancelled): the
+    differences of both orders and both one-apart alignments in parallel; exact, so no
     rounding; the leading-zero count is clamped at the subnormal boundary by a marker bit below the
     difference."""
     sub = _comb(m, a.s ^ b.s, 1, "acc_sub")

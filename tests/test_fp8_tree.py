@@ -11,7 +11,8 @@ from golden import fp8
 from hw.config import apply_overrides, preset
 from hw.fp32 import F32_NAN
 from hw.fp8_tree import STAGE_DELAYS_NS, BF16MacTree, ElemFormat, FP8MacTree, Int8DotTree
-from hw.fp8_tree import _carry_save, _increment, _leading_zeros_tree, _pack, _unpack, _unpacked, _unpacked_add
+from hw.fp8_tree import (_carry_save, _increment, _leading_zeros_tree, _pack, _prefix_add, _unpack, _unpacked,
+                         _unpacked_add)
 from verif.runner import run_bench, simulator_status
 
 from .sim_streams import stream_get, stream_put
@@ -271,6 +272,31 @@ def test_sim_increment(width):
     sim.add_testbench(testbench)
     sim.run()
     assert got == [(x + c) % (1 << width) for x, c in cases]
+
+
+@pytest.mark.parametrize("width, carry", [(1, False), (2, True), (29, True), (70, False)])
+def test_sim_prefix_add(width, carry):
+    m = Module()
+    x, y, c = Signal(width), Signal(width), Signal()
+    out = _prefix_add(m, x, y, "add", carry_in=c if carry else None)
+    rng = random.Random(width)
+    top = (1 << width) - 1
+    cases = [(0, 0, 1), (top, 1, 0), (top, 0, 1), (top, top, 1)] + \
+        [(rng.getrandbits(width), rng.getrandbits(width), rng.getrandbits(1)) for _ in range(150)] + \
+        [(v, (top ^ v) >> rng.randrange(width), 1) for v in (rng.getrandbits(width) for _ in range(50))]
+    got = []
+
+    async def testbench(ctx):
+        for a, b, cin in cases:
+            ctx.set(x, a)
+            ctx.set(y, b)
+            ctx.set(c, cin)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == [(a + b + (cin if carry else 0)) & top for a, b, cin in cases]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 33])
