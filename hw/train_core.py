@@ -62,7 +62,7 @@ from golden.pdfa_schedule import PRECISIONS as LAYER_PRECISIONS
 from golden.pe_array import precision_code
 
 from .axil import AXILiteSlave, axil_connect, axil_members
-from .core_engines import EPEngine, FFEngine, WGEngine, ep_job_layout, ff_job_layout, wg_job_layout
+from .core_engines import EPEngine, FFEngine, WGEngine, ep_job_layout, ff_job_layout, result_layout, wg_job_layout
 from .core_glue import TileWriter, write_signature
 from .pdfa import ENGINES, PDFAController
 from .regmap import CSRBlock, Field, Register, RegisterMap, Window
@@ -456,7 +456,12 @@ class TrainCore(wiring.Component):
         frac_w = [csr.layer_cfg_frac_w[l].as_signed() for l in range(L)]
         frac_a_now = [csr.frac_a_frac[l].as_signed() for l in range(L)]
         frac_d_now = [csr.frac_d_frac[l].as_signed() for l in range(L)]
-        frac_g_now = [csr.frac_g_frac[l].as_signed() for l in range(L)]
+        # A WG operation's results, registered from its done handshake and written the cycle after (below).
+        g_written = Signal()
+        g_written_layer = Signal(range(max(L, 2)))
+        g_written_result = Signal(result_layout(wg.count_width))
+        frac_g_now = [Mux(g_written & (g_written_layer == l), g_written_result.next_frac.as_signed(),
+                          csr.frac_g_frac[l].as_signed()) for l in range(L)]
         frac_z_now = csr.frac_out_z.as_signed()
         frac_e_now = csr.frac_out_e.as_signed()
         lr_shift = [csr.layer_cfg_lr_shift[l] for l in range(L)]
@@ -618,6 +623,7 @@ class TrainCore(wiring.Component):
         f_done = ff.done.valid & ff.done.ready
         e_done = ep.done.valid & ep.done.ready
         g_done = wg.done.valid & wg.done.ready
+        m.d.sync += [g_written.eq(g_done), g_written_layer.eq(g_layer), g_written_result.eq(wg.done.payload)]
         r = ff.done.payload
         for l in range(L):
             hw_write("frac_a", l, f_done & ~f_is_last & (f_layer + 1 == l), r.next_frac)
@@ -635,10 +641,15 @@ class TrainCore(wiring.Component):
                 m.d.sync += [ovf_d0[l].eq(sat16(r.ovf0)), ovf_d1[l].eq(sat16(r.ovf1))]
         r = wg.done.payload
         steps_done = Signal(16)
+        # The WG results go into their registers a cycle after the handshake, whose ready is the controller's
+        # commit rule (a long path); a WG job taken in that cycle reads the pending fractional length
+        # (forwarded into frac_g_now above).
         for l in range(L):
-            hw_write("frac_g", l, g_done & (g_layer == l), r.next_frac)
+            hw_write("frac_g", l, g_written & (g_written_layer == l), g_written_result.next_frac)
+            with m.If(g_written & (g_written_layer == l)):
+                m.d.sync += [ovf_g0[l].eq(sat16(g_written_result.ovf0)), ovf_g1[l].eq(sat16(g_written_result.ovf1))]
             with m.If(g_done & (g_layer == l)):
-                m.d.sync += [ovf_g0[l].eq(sat16(r.ovf0)), ovf_g1[l].eq(sat16(r.ovf1)), ver[l].eq(~ver[l])]
+                m.d.sync += ver[l].eq(~ver[l])
         with m.If(g_done & (g_layer == 0)):
             # The input buffer of this step is free again (its last reader, WG(0), is done).
             for h in range(INPUT_SLOTS):

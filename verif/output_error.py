@@ -8,15 +8,15 @@ seeded as the bench loads the unit's generators, and draws for each job in the u
 group, classes in order); the scoreboard compares every code, every ``last`` flag, every stats record and
 the generators' states (``state``) with it, bit for bit.
 
-Stimulus: random mini-batches whose logit columns mix uniform codes, the extremes -32768 and 32767, all
-equal logits, one logit far above the rest, ties for the maximum and logits a few codes apart; random
-labels; ``frac_z`` over its whole 7-bit range (and its ends), ``frac_e`` over its range, every error
-precision, random overflow shifts, partial last groups (the padding lanes carry random logits, which must
-not matter). Directed: every entry of the exponent table in every lane at the smallest shift, stochastic
-rounding at its boundary (each lane's generator seeded so that its first draw equals the fraction bits it is
-compared with, or one less), the overflow rule keeping a ``frac_e`` with its bit 4 set and raising one at the
-top of its range, and ``o`` held an even and an odd number of cycles while a group's last row waits in the
-softmax's output stage and the next group's reciprocal waits for it.
+Stimulus: random mini-batches whose logit columns mix uniform codes, the extremes -32768 and 32767, all equal
+logits, one logit far above the rest, ties for the maximum and logits a few codes apart; random labels;
+``frac_z`` over its whole 7-bit range (and its ends), ``frac_e`` over its range, every error precision, random
+overflow shifts, partial last groups (the padding lanes carry random logits, which must not matter). Directed:
+a job of 17 groups (a group count whose bit 4 is set), every entry of the exponent table in every lane at the
+smallest shift, stochastic rounding at its boundary (each lane's generator seeded so that its first draw
+equals the fraction bits it is compared with, or one less), the overflow rule keeping a ``frac_e`` with its
+bit 4 set and raising one at the top of its range, and ``o`` held an even and an odd number of cycles while a
+group's last row waits in the softmax's output stage and the next group's reciprocal waits for it.
 ``training_logits`` takes the logits, labels, fractional lengths and generator states of real training
 steps of :class:`golden.core.CoreTrainer` and checks the unit's counters, next ``frac_e`` and generator
 states against the trainer's own after each step. ``throughput`` (only with ``EDGETRAIN_PERF_OUT`` set)
@@ -309,13 +309,17 @@ async def random_jobs(dut):
 async def directed_corners(dut):
     """Every ``frac_z`` of the 7-bit range on logits with the largest gaps, gaps of multiples of 64, ties and
     equal values; every precision at the ends of the ``frac_e`` range; one-sample jobs; a job of full groups
-    only; every entry of the exponent table in every lane; draws at the rounding boundary; the overflow rule
+    only; a job of 17 groups; every entry of the exponent table in every lane; draws at the rounding boundary; the overflow rule
     keeping ``frac_e`` 16 and holding 63 at the top;
     ``o`` held while the next group's reciprocal waits for the output stage."""
     tb = OutputErrorTB(dut)
     await tb.reset()
     await tb.load_seeds(_seeds(tb))
     classes, lanes = tb.classes, tb.lanes
+    # A long job first, on the idle unit: 17 groups (groups_m1 = 16, its bit 4 set) at frac_z 7, where every
+    # bit of frac_z moves the exponents, and at a frac_e and precision that keep the probabilities' bits.
+    job = random_job(tb.np_rng, classes, lanes, batch=16 * lanes + 1, bits=16, frac_z=7)
+    tb.job(dataclasses.replace(job, frac_e=12), "17 groups")
     corner = np.full((classes, 5), _Z_LO, dtype=np.int64)
     corner[0, 0] = _Z_HI                                        # the largest gap
     corner[:, 1] = _Z_HI                                        # all equal at the top
