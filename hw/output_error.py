@@ -13,10 +13,11 @@ from .pipeline import check_stages
 from .requant import ConversionUnit, wire
 
 
-__all__ = ["STAGE_DELAYS_NS", 
-    "LOGIT_WIDTH", "ERROR_WIDTH", "RECIP_WIDTH", "RECIP_STEPS_PER_CYCLE", "RECIP_CYCLES",
+__all__ = [
+    "STAGE_DELAYS_NS", "LOGIT_WIDTH", "ERROR_WIDTH", "RECIP_WIDTH", "RECIP_STEPS_PER_CYCLE", "RECIP_CYCLES",
     "command_layout", "input_layout", "softmax_command_layout", "error_layout", "max_beats",
-    "exp2_product", "exp2_product_first", "exp2_product_second", "exp2_shift", "exp2_exponent", "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
+    "exp2_product", "exp2_product_first", "exp2_product_second", "exp2_shift", "exp2_exponent", "exp2_parts",
+    "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
 ]
 
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
@@ -162,12 +163,17 @@ def _rom(index, values, bits):
     return Mux(index[bits - 1], _rom(index, values[half:], bits - 1), _rom(index, values[:half], bits - 1))
 
 
+def exp2_parts(t):
+    """The two halves of :func:`exp2_value`: the table word ``EXP2_TABLE[t mod 64]`` (16 bits) and the right
+    shift ``-(t >> 6)`` (5 bits, 0 .. 16)."""
+    return _rom(t[:EXP_FRAC_BITS], EXP2_TABLE, EXP_FRAC_BITS), (-(t >> EXP_FRAC_BITS)).as_unsigned()[:5]
+
+
 def exp2_value(t):
     """``E = EXP2_TABLE[t mod 64] >> -(t >> 6)`` for an 11-bit signed ``t`` in ``[-1024, 0]``: ``2**t`` in
     Q15 (0 when the shift reaches 16). Returns a 16-bit unsigned value."""
-    frac = t[:EXP_FRAC_BITS]
-    shift = (-(t >> EXP_FRAC_BITS)).as_unsigned()[:5]   # 0 .. 16
-    return (_rom(frac, EXP2_TABLE, EXP_FRAC_BITS) >> shift)[:16]
+    word, shift = exp2_parts(t)
+    return (word >> shift)[:16]
 
 
 def _check_int(name, value, low, high=None):
@@ -295,12 +301,14 @@ class SoftmaxUnit(wiring.Component):
     ``stages=1`` (``pipeline.output_error``) cuts the long paths: the divider finds a radix-4 digit from
     parallel subtractions (:class:`Reciprocal`, same cycles); the exponent pass gets two more registers,
     ``19 * d`` and ``311 * (19 * d) = d * LOG2E`` (:func:`exp2_product_first`, :func:`exp2_product_second`:
-    carry-save trees of signed digits), before the shift (:func:`exp2_shift`); the output stage one, the products of ``E`` with the two halves of ``R``. The
-    exponent pass and the reciprocal form a loop (a group's rows go into the exponent buffer as the output
-    stage reads the previous group's, which needs that group's ``R``), so the two cycles it gains are won
-    back in it: the output stage reads a group's first row in the cycle it takes its ``R``, and the exponent
-    pass issues a row in the cycle the output stage frees one of the full buffer (and so starts as soon as
-    the previous group has left it, not once the reciprocal is free).
+    carry-save trees of signed digits), before the shift (:func:`exp2_shift`), and ``E``'s table word is
+    looked up before the register after ``t`` (:func:`exp2_parts`), so that only the word's shift, the sum
+    ``S`` and the reciprocal's operand follow it; the output stage gets one register, the products of ``E``
+    with the two halves of ``R``. The exponent pass and the reciprocal form a loop (a group's rows go into
+    the exponent buffer as the output stage reads the previous group's, which needs that group's ``R``), so
+    the two cycles it gains are won back in it: the output stage reads a group's first row in the cycle it
+    takes its ``R``, and the exponent pass issues a row in the cycle the output stage frees one of the full
+    buffer (and so starts as soon as the previous group has left it, not once the reciprocal is free).
 
     Latency: a group's first ``g`` can be taken :attr:`latency` = ``classes + 18 + 2 * stages`` cycles after
     its last logit beat (no stalls and no earlier group in the way). Throughput: a group every
@@ -453,13 +461,24 @@ class SoftmaxUnit(wiring.Component):
         else:
             t_of = [exp2_exponent(zr.data[lane] - b_max[lane], b_scale) for lane in range(lanes)]
         v2, k2, last2 = Signal(), Signal(ptr_shape), Signal()
-        t2 = Signal(data.ArrayLayout(signed(_T_WIDTH), lanes))
         m.d.sync += [v2.eq(v1), k2.eq(k1), last2.eq(last1)]
-        m.d.sync += [t2[lane].eq(t_of[lane]) for lane in range(lanes)]
+        if self._stages >= 1:
+            # E's table word and shift registered in place of t: the lookup goes before the register, so that
+            # the shift, the sum S and the reciprocal's operand fit the cycle after it.
+            word2 = Signal(data.ArrayLayout(unsigned(16), lanes))
+            shift2 = Signal(data.ArrayLayout(unsigned(5), lanes))
+            for lane in range(lanes):
+                word, shift = exp2_parts(t_of[lane])
+                m.d.sync += [word2[lane].eq(word), shift2[lane].eq(shift)]
+            e_of = [(word2[lane] >> shift2[lane])[:16] for lane in range(lanes)]
+        else:
+            t2 = Signal(data.ArrayLayout(signed(_T_WIDTH), lanes))
+            m.d.sync += [t2[lane].eq(t_of[lane]) for lane in range(lanes)]
+            e_of = [exp2_value(t2[lane]) for lane in range(lanes)]
         e = Signal(data.ArrayLayout(unsigned(16), lanes))
         s_acc = Signal(data.ArrayLayout(unsigned(sum_width), lanes))
         for lane in range(lanes):
-            m.d.comb += [e[lane].eq(exp2_value(t2[lane])), recip.i.payload[lane].eq(s_acc[lane] + e[lane])]
+            m.d.comb += [e[lane].eq(e_of[lane]), recip.i.payload[lane].eq(s_acc[lane] + e[lane])]
             with m.If(v2):
                 m.d.sync += s_acc[lane].eq(Mux(k2 == 0, e[lane], s_acc[lane] + e[lane]))
         m.d.comb += [ew.addr.eq(k2), ew.data.eq(e), ew.en.eq(v2), recip.i.valid.eq(v2 & last2)]
