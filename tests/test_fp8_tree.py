@@ -408,7 +408,7 @@ def test_sim_int8_baseline():
 # -- cocotb bench on the generated Verilog --------------------------------------------------------------
 
 #: The bench's tests; Icarus (about 15x slower here) leaves the exhaustive sweep to the slow runs.
-ICARUS_DEFAULT = ["random_blocks", "special_values", "every_lane", "rounding_carries"]
+ICARUS_DEFAULT = ["random_blocks", "special_values", "every_lane", "rounding_carries", "accumulator_paths"]
 
 
 def test_bench(simulator):

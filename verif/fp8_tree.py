@@ -8,7 +8,9 @@ Tests: ``random_blocks`` (normal, heavy-tailed and gradient-like data quantized 
 rules, 1-4 blocks per dot product), ``special_values`` (NaN and infinity codes, NaN scales, ``inf * 0``,
 ``inf - inf``, signed zeros, overflow, underflow, cancellation across blocks), ``every_lane`` (the specials
 and a cancellation of the largest products in each lane), ``rounding_carries`` (roundings that carry into
-the next binade, in the block rounding and in the accumulation; sums of subnormals) and ``exhaustive_lane``
+the next binade, in the block rounding and in the accumulation; sums of subnormals), ``accumulator_paths``
+(block sums aimed exactly at the accumulator's close and far paths, every leading-zero count, subnormal
+block roundings near ties, the top of the exact word) and ``exhaustive_lane``
 (all 256 x 256 code pairs in one lane for E4M3 x E4M3 and E5M2 x E5M2; the mixed pairs too with
 ``EDGETRAIN_EXHAUSTIVE=all``).
 """
@@ -239,6 +241,143 @@ async def rounding_carries(dut):
     for a, b, fmt, sa, sb, label in cases:
         tb.send_dot(a, fmt, np.array(sa), b, fmt, np.array(sb), label)
     await tb.finish()
+
+
+def exact_block(n, exp, k):
+    """Codes and scales of one block pair whose exact sum is ``n * 2**exp`` (``n`` a Python int of up to 33
+    bits, either sign; ``exp`` in -264 .. 244): ``n * 8`` cut greedily into at most K terms of 4 bits
+    (8 .. 15, E4M3 ``a``) times powers of two (E5M2 ``b``), the rest of the exponent in the scales. ``None``
+    when ``n`` needs more than K terms."""
+    mag = abs(n) << 3
+    a, b = np.zeros(k, dtype=np.uint8), np.zeros(k, dtype=np.uint8)
+    lane = 0
+    while mag:
+        if lane == k:
+            return None
+        p = max(mag.bit_length() - 4, 0)
+        t = mag >> p
+        mag -= t << p
+        # Term t * 2**p as (t / 8) * 2**ea times 2**eb, ea + eb = p - 10: E4M3 exponents -6 .. 7, E5M2 -14 .. 15.
+        s = p - 10
+        eb = min(15, max(-14, s))
+        ea = s - eb
+        a[lane] = (ea + 7) << 3 | (t - 8) | (0x80 if n < 0 else 0)
+        b[lane] = (eb + 15) << 2
+        lane += 1
+    # Value: (n * 8) * 2**-13 * 2**(Xa - 127 + Xb - 127) = n * 2**(Xa + Xb - 264).
+    total = exp + 264
+    xa = min(254, max(0, total))
+    return a, b, xa, total - xa
+
+
+@cocotb.test()
+async def accumulator_paths(dut):
+    """Block sums aimed exactly (:func:`exact_block`) at the accumulator's dual-path adder and the block
+    rounding: dense 24- to 30-bit significands whose sums carry, round and cancel at every exponent
+    distance (both orders, both signs); close-path differences whose leading one sits at every position,
+    exponents equal and one apart, also at the subnormal boundary; an exact cancellation, a zero block and
+    a power of two against much smaller sums; subnormal block sums just above a tie, their sticky bit at
+    every place the alignment shifts it out; positive block sums in the top bits of the exact word."""
+    tb = FP8TreeTB(dut)
+    await tb.reset()
+    k = tb.k
+    rng = tb.rng
+
+    def send(terms, label):
+        """One dot product of the blocks ``terms`` = [(n, exp), ...] (``n`` 0: an all +0 block)."""
+        pairs = [exact_block(n, e, k) for n, e in terms]
+        if any(p is None for p in pairs):
+            return False
+        a = np.array([p[0] for p in pairs])
+        b = np.array([p[1] for p in pairs])
+        tb.send_dot(a, "e4m3", np.array([p[2] for p in pairs]), b, "e5m2", np.array([p[3] for p in pairs]),
+                    label)
+        return True
+
+    def dense(bits):
+        """A random ``bits``-bit significand (leading one set) that fits the K terms of one block."""
+        while True:
+            n = rng.getrandbits(bits) | 1 << (bits - 1)
+            if exact_block(n, 0, k) is not None:
+                return n
+
+    def significand(x_m, e):
+        """Binary32 fields (24-bit significand, biased exponent >= 1) as ``(n, exp)``."""
+        return x_m, e - 150
+
+    # Dense sums at every exponent distance -30 .. 30 and a few far ones, random signs and orders.
+    for i in range(360):
+        d = rng.choice([rng.randint(-4, 4), rng.randint(-30, 30), rng.choice([-70, -65, -40, 40, 65, 70])])
+        e = rng.randint(-60, 40)
+        x, y = dense(rng.randint(22, 30)), dense(rng.randint(22, 30))
+        sx, sy = rng.choice((1, -1)), rng.choice((1, -1))
+        send([(sx * x, e), (sy * y, e + d)], f"dense {x:#x} + {y:#x} at distance {d}")
+    # Close path: x - y with the difference's leading one at every position of the 25-bit difference,
+    # exponents equal or one apart (either operand the larger); at small exponents the count is clamped at
+    # the subnormal boundary.
+    for lz in range(25):
+        for near in (0, 1, -1):
+            top = 24 - lz if near else 23 - lz               # the difference's leading bit
+            if top < 0 or (not near and top > 22):
+                continue
+            for e in (100, 26, 25, rng.randint(2, 24), 2):
+                for _ in range(3):
+                    diff = rng.randint(1 << top, min((2 << top) - 1, (3 << 23) - 2))
+                    if near:
+                        # y_m = 2 * x_m - diff, a 24-bit significand one binade below x.
+                        x_m = rng.randint(max(1 << 23, ((1 << 23) + diff + 1) // 2),
+                                          min((1 << 24) - 1, ((1 << 24) + diff - 1) // 2))
+                        first, second = (x_m, e), (2 * x_m - diff, e - 1)
+                    else:
+                        x_m = rng.randint((1 << 23) + diff, (1 << 24) - 1)
+                        first, second = (x_m, e), (x_m - diff, e)
+                    if near == -1:
+                        first, second = second, first
+                    s = rng.choice((1, -1))
+                    (n1, e1), (n2, e2) = significand(*first), significand(*second)
+                    send([(s * n1, e1), (-s * n2, e2)], f"close: leading zeros {lz}, near {near}, exponent {e}")
+    # Far path, effective subtraction at distances 2 .. 5 whose difference loses the leading bit (x just
+    # above a power of two), rounded at the bit below.
+    for i in range(120):
+        d = 2 + i % 4
+        x_m = (1 << 23) + rng.getrandbits(rng.randint(4, 20))
+        y = dense(24)
+        e = rng.randint(-40, 40)
+        s = rng.choice((1, -1))
+        first, second = (s * x_m, e + d), (-s * y, e)
+        if i % 2:
+            first, second = second, first
+        send([first, second], f"far subtraction {x_m:#x} - {y:#x} at distance {d}")
+    # x - x = +0, then a subnormal or a small normal; a zero block after and before a small sum; a power of
+    # two far above a smaller sum of the other sign.
+    for e in (-149, -145, -140, -130, -125, 0):
+        x, y = dense(24), dense(rng.randint(8, 20))
+        send([(x, 10), (-x, 10), (y, e)], f"cancel then {y:#x} * 2**{e}")
+        send([(y, e), (0, 0)], f"{y:#x} * 2**{e} then a zero block")
+        send([(0, 0), (y, e)], f"a zero block then {y:#x} * 2**{e}")
+    for d in range(60, 70):
+        for s in (1, -1):
+            y = dense(rng.randint(10, 24))
+            send([(s * y, -80), (-s, -80 + d + y.bit_length())], f"2**(e + {d}) - {y:#x}")
+            send([(-s, -80 + d + y.bit_length()), (s * y, -80)], f"{y:#x} - 2**(e + {d})")
+    # Subnormal block sums (leading bit at 2**(-126 - u)) just above a tie: the guard bit set, one sticky
+    # bit at 2**(-150 - j), which the alignment shifts out at every level.
+    for u in range(1, 25):
+        for j in range(1, u + 2):
+            lead = rng.getrandbits(max(23 - u, 0)) << 1 | 1 << (23 - u) if u < 24 else 0
+            n = (((lead << 1) | 1) << j) | 1                          # lsb even, guard, zeros, sticky
+            top = f"2**{-126 - u}" if u < 24 else "the guard bit"
+            send([(n, -150 - j)], f"subnormal, leading bit {top}, sticky at 2**{-150 - j}")
+    # Positive sums of 1 .. K of the largest E5M2 products: the top bits of the exact word.
+    max5 = int(fp8.encode(57344.0, fp8.E5M2))
+    for lanes in range(1, k + 1):
+        for sign in (0, 0x80):
+            a = np.zeros((1, k), dtype=np.uint8)
+            a[0, :lanes] = max5 | sign
+            tb.send_dot(a, "e5m2", np.array([127]), np.full((1, k), max5, np.uint8), "e5m2", np.array([100]),
+                        f"{lanes} largest E5M2 products, sign {sign >> 7}")
+    await tb.finish()
+    dut._log.info("checked %d dot products", tb.checked)
 
 
 @cocotb.test()
