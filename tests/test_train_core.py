@@ -164,6 +164,18 @@ def test_sim_pdfa_bit_exact():
         assert not state_differences(got, want), (run, state_differences(got, want))
 
 
+def test_sim_single_layer():
+    # One weight layer, pipelined: WG(0) of each step follows WG(0) of the step before on the WG engine, which
+    # takes the next job in the cycle the last one's gradient fractional length is written (read forwarded).
+    def trainer():
+        return make_trainer("pdfa", 16, (64, 10), batch=4, seed=5)
+
+    runs = (4,)
+    for run, (got, want) in enumerate(zip(rtl_train(trainer(), runs, stall=0.0), ref_train(trainer(), runs),
+                                          strict=True)):
+        assert not state_differences(got, want), (run, state_differences(got, want))
+
+
 def rtl_starts(trainer, cases, config=CONFIG):
     """For each case (register writes): the status, the interrupt flags, irq with only the error cause
     enabled, and tready, after a start written right after the last write (a start that is taken is
