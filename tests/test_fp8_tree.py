@@ -86,14 +86,14 @@ def test_sim_random_codes(k, stages):
 @pytest.mark.parametrize("stages", DEPTHS)
 def test_sim_random_codes_depth(stages):
     # Every depth, random stalls on both sides.
-    dots = _random_dots(np.random.default_rng(100 + stages), 8, 120)
+    dots = _random_dots(np.random.default_rng(100 + stages), 8, 60)
     assert rtl_dots(8, dots, stages, seed=stages) == ref_dots(dots)
 
 
 @pytest.mark.parametrize("stages", DEPTHS)
 def test_sim_finite_wide_scales(stages):
     # Finite codes at any scale: normal, subnormal, overflowing and vanishing results.
-    dots = _random_dots(np.random.default_rng(9), 8, 300, finite=True, wide_scales=True)
+    dots = _random_dots(np.random.default_rng(9), 8, 150, finite=True, wide_scales=True)
     results = ref_dots(dots)
     exps = {(r >> 23) & 0xFF for r in results}
     assert 0 in exps and 0xFF in exps                       # the corners are really reached
