@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .lfsr import TAPS, advance as lfsr_advance
+from .muxes import balanced_sum
 from .pipeline import check_stages
 
 
@@ -138,11 +139,6 @@ class DFAErrorEngine(wiring.Component):
             m.d.sync += [active.eq(1), state.eq(self.cmd.payload.seed), bits.eq(row_bits(self.cmd.payload.seed)),
                          remaining.eq(self.cmd.payload.rows_m1), e.eq(self.cmd.payload.e)]
 
-        def tree(terms):
-            while len(terms) > 1:
-                terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-            return terms[0]
-
         # sum_j (+e_j if bit j else -e_j) = sum_j (e_j if bit j else ~e_j) + (number of 0 bits).
         ones = sum(~bits[j] for j in range(cols))
         def terms(vector):
@@ -152,7 +148,7 @@ class DFAErrorEngine(wiring.Component):
             with m.If(advance):
                 m.d.sync += self.o.valid.eq(row)
                 with m.If(row):
-                    m.d.sync += [out.eq(Mux(bit, tree(terms(vector) + [ones]), 0))
+                    m.d.sync += [out.eq(Mux(bit, balanced_sum(terms(vector) + [ones]), 0))
                                  for out, bit, vector in zip(outputs, mask_bits, vectors)]
             return m
 
@@ -163,7 +159,7 @@ class DFAErrorEngine(wiring.Component):
         cut_parts = []
         for k, vector in enumerate(vectors):
             t = terms(vector)
-            groups = [tree(t[i:i + _GROUP]) for i in range(0, cols, _GROUP)]
+            groups = [balanced_sum(t[i:i + _GROUP]) for i in range(0, cols, _GROUP)]
             regs = [Signal(signed(self._out_width), name=f"part{k}_{g}") for g in range(len(groups))]
             with m.If(row):
                 m.d.sync += [r.eq(v) for r, v in zip(regs, groups)]
@@ -173,6 +169,6 @@ class DFAErrorEngine(wiring.Component):
             with m.If(row):
                 m.d.sync += [cut_ones.eq(ones), cut_mask.eq(Cat(mask_bits))]
             with m.If(cut_valid):
-                m.d.sync += [out.eq(Mux(cut_mask[k], tree(parts + [cut_ones]), 0))
+                m.d.sync += [out.eq(Mux(cut_mask[k], balanced_sum(parts + [cut_ones]), 0))
                              for k, (out, parts) in enumerate(zip(outputs, cut_parts))]
         return m

@@ -1,11 +1,11 @@
-"""Small multiplexer helpers shared by the blocks. They build plain expressions (continuous assignments in
-the Verilog), never comb ``If`` blocks: an ``always`` block whose inputs never change stays X at time 0 in
-some event-driven simulators."""
+"""Small multiplexer (and reduction) helpers shared by the blocks. They build plain expressions (continuous
+assignments in the Verilog), never comb ``If`` blocks: an ``always`` block whose inputs never change stays X at
+time 0 in some event-driven simulators."""
 
 from amaranth.hdl import Mux
 
 
-__all__ = ["select", "any_of", "lowest_set_bit"]
+__all__ = ["select", "any_of", "balanced_sum", "lowest_set_bit"]
 
 
 def select(signals, index, lo=0, hi=None):
@@ -23,6 +23,14 @@ def any_of(values):
     for value in values:
         result = result | value
     return result
+
+
+def balanced_sum(terms):
+    """The sum of ``terms`` (at least one) as a balanced tree of adds: depth ceil(log2(len(terms)))."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def lowest_set_bit(value, width):

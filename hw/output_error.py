@@ -17,7 +17,7 @@ __all__ = [
     "STAGE_DELAYS_NS", "LOGIT_WIDTH", "ERROR_WIDTH", "RECIP_WIDTH", "RECIP_STEPS_PER_CYCLE", "RECIP_CYCLES",
     "command_layout", "input_layout", "softmax_command_layout", "error_layout", "max_beats",
     "exp2_product", "exp2_product_first", "exp2_product_second", "exp2_shift", "exp2_exponent", "exp2_parts",
-    "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
+    "exp2_shifted", "exp2_value", "Reciprocal", "SoftmaxUnit", "OutputErrorUnit",
 ]
 
 #: Estimated critical path (ns, sky130_fd_sc_hd typical with flip-flop overhead, default configuration) at
@@ -169,11 +169,15 @@ def exp2_parts(t):
     return _rom(t[:EXP_FRAC_BITS], EXP2_TABLE, EXP_FRAC_BITS), (-(t >> EXP_FRAC_BITS)).as_unsigned()[:5]
 
 
+def exp2_shifted(word, shift):
+    """:func:`exp2_value` from its two halves (:func:`exp2_parts`): ``word >> shift``, 16 bits."""
+    return (word >> shift)[:16]
+
+
 def exp2_value(t):
     """``E = EXP2_TABLE[t mod 64] >> -(t >> 6)`` for an 11-bit signed ``t`` in ``[-1024, 0]``: ``2**t`` in
     Q15 (0 when the shift reaches 16). Returns a 16-bit unsigned value."""
-    word, shift = exp2_parts(t)
-    return (word >> shift)[:16]
+    return exp2_shifted(*exp2_parts(t))
 
 
 def _check_int(name, value, low, high=None):
@@ -470,7 +474,7 @@ class SoftmaxUnit(wiring.Component):
             for lane in range(lanes):
                 word, shift = exp2_parts(t_of[lane])
                 m.d.sync += [word2[lane].eq(word), shift2[lane].eq(shift)]
-            e_of = [(word2[lane] >> shift2[lane])[:16] for lane in range(lanes)]
+            e_of = [exp2_shifted(word2[lane], shift2[lane]) for lane in range(lanes)]
         else:
             t2 = Signal(data.ArrayLayout(signed(_T_WIDTH), lanes))
             m.d.sync += [t2[lane].eq(t_of[lane]) for lane in range(lanes)]

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.dfxp import PRECISIONS
 
-from .muxes import any_of, select
+from .muxes import any_of, balanced_sum, select
 from .pipeline import check_stages
 
 
@@ -203,7 +203,7 @@ class SliceSkipPE(wiring.Component):
                 m.d.comb += term.eq(product << (shift * 4))
                 terms.append(term)
             total = Signal(signed(self._acc_width), name="cycle_sum")
-            m.d.comb += total.eq(_tree(terms))
+            m.d.comb += total.eq(balanced_sum(terms))
             sum_valid, sum_last = step, last_step & beat.last
         else:
             # Pipelined: each slot's two slices (one pair owns a slot, so an AND-OR selects them), then
@@ -233,10 +233,10 @@ class SliceSkipPE(wiring.Component):
                 terms.append(term)
             total = Signal(signed(self._acc_width), name="cycle_sum")
             if "tree" in cuts:
-                flags, (total,) = _stage(m, "tree", advance, flags, [_tree(terms)],
+                flags, (total,) = _stage(m, "tree", advance, flags, [balanced_sum(terms)],
                                          [1, 1, signed(self._acc_width)])
             else:
-                m.d.comb += total.eq(_tree(terms))
+                m.d.comb += total.eq(balanced_sum(terms))
             (sum_valid, sum_last) = (flags[0] & advance, flags[1] & advance)
 
         m.d.comb += self.i.ready.eq(~full | last_step)
@@ -288,7 +288,3 @@ def _slice(code, index, top):
     return Mux(top, nibble.as_signed(), nibble)
 
 
-def _tree(terms):
-    while len(terms) > 1:
-        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
-    return terms[0]

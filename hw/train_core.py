@@ -639,7 +639,6 @@ class TrainCore(wiring.Component):
             hw_write("frac_d", l, e_done & (e_layer == l), r.next_frac)
             with m.If(e_done & (e_layer == l)):
                 m.d.sync += [ovf_d0[l].eq(sat16(r.ovf0)), ovf_d1[l].eq(sat16(r.ovf1))]
-        r = wg.done.payload
         steps_done = Signal(16)
         # The WG results go into their registers a cycle after the handshake, whose ready is the controller's
         # commit rule (a long path); a WG job taken in that cycle reads the pending fractional length
