@@ -309,9 +309,9 @@ async def random_jobs(dut):
 async def directed_corners(dut):
     """Every ``frac_z`` of the 7-bit range on logits with the largest gaps, gaps of multiples of 64, ties and
     equal values; every precision at the ends of the ``frac_e`` range; one-sample jobs; a job of full groups
-    only; a job of 17 groups; every entry of the exponent table in every lane; draws at the rounding boundary; the overflow rule
-    keeping ``frac_e`` 16 and holding 63 at the top;
-    ``o`` held while the next group's reciprocal waits for the output stage."""
+    only; a job of 17 groups; every entry of the exponent table in every lane; draws at the rounding
+    boundary; the overflow rule keeping ``frac_e`` 16 and holding 63 at the top; ``o`` held while the next
+    group's reciprocal waits for the output stage."""
     tb = OutputErrorTB(dut)
     await tb.reset()
     await tb.load_seeds(_seeds(tb))
