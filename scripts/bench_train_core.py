@@ -196,7 +196,7 @@ def simulate(config, job, args):
             bench = run_bench("train_core", config, args.sim, test_module="verif.train_core_run",
                               testcase="benchmark", seed=args.seed, extra_env=env)
         except RuntimeError as exc:            # the simulator's build or start failed
-            sys.exit(f"{PROG}: the simulation did not run: {exc} (build logs under build/sim/{config.name})")
+            sys.exit(f"{PROG}: the simulation did not run: {exc} (build logs under build/sim/train_core)")
         finally:
             done.set()
             watcher.join()

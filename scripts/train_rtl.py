@@ -287,7 +287,7 @@ def simulate(job, progress):
                               seed=job.seed, extra_env=env)
         except RuntimeError as exc:            # the simulator's build or start failed
             progress.close()
-            sys.exit(f"{PROG}: the simulation did not run: {exc} (build logs under build/sim/{job.config.name})")
+            sys.exit(f"{PROG}: the simulation did not run: {exc} (build logs under build/sim/train_core)")
         finally:
             done.set()
             watcher.join()

@@ -128,9 +128,11 @@ def run_bench(block, config, sim="verilator", *, test_module=None, testcase=None
         (run_dir / "config.json").write_text(config_text)
         return {"EDGETRAIN_CONFIG": str(run_dir / "config.json")}
 
-    return run_design(block, elaborate(block, config), BLOCKS[block].top, sim,
-                      build_parent=build_root / config.name / block, test_module=test_module or f"verif.{block}",
-                      testcase=testcase, seed=seed, waves=waves, extra_env=extra_env, prepare=write_config)
+    # Keyed by the design, not the configuration's name: two configurations that generate the same Verilog
+    # (a deepest pipeline that ``auto`` already picks, say) share one build; each run has its own directory.
+    return run_design(block, elaborate(block, config), BLOCKS[block].top, sim, build_parent=build_root / block,
+                      test_module=test_module or f"verif.{block}", testcase=testcase, seed=seed, waves=waves,
+                      extra_env=extra_env, prepare=write_config, run_name=f"{config.name}-")
 
 
 def simulator_ready(sim):
@@ -141,11 +143,11 @@ def simulator_ready(sim):
 
 
 def run_design(name, source, top, sim, *, build_parent, test_module, testcase=None, seed=None, waves=None,
-               extra_env=None, prepare=None):
+               extra_env=None, prepare=None, run_name=""):
     """Build the Verilog ``source`` (top module ``top``) on ``sim`` under
     ``build_parent/<simulator>-<hash>`` (cached) and run the cocotb module ``test_module`` on it; return a
     BenchResult. ``prepare(run_dir)``, if given, runs before the build and returns environment variables
-    for the bench (the run's own directory, ``run-<seed>`` beside the build)."""
+    for the bench (the run's own directory, ``run-<run_name><seed>`` beside the build)."""
     from cocotb_tools.runner import get_results, get_runner
 
     simulator_ready(sim)
@@ -157,7 +159,7 @@ def run_design(name, source, top, sim, *, build_parent, test_module, testcase=No
     build_dir.mkdir(parents=True, exist_ok=True)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    run_dir = build_dir / f"run-{seed}"
+    run_dir = build_dir / f"run-{run_name}{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **(prepare(run_dir) if prepare else {}),
