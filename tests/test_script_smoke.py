@@ -1,7 +1,8 @@
 """Every benchmark and training script at its smallest size: it runs, exits 0 and writes a report with the
-figures it is for, so that the measuring code of a script cannot rot unnoticed. Verilator only: the Icarus
-path of a script is the same code with another simulator name. (bench_requant, train_core, train_rtl and
-bench_train_core have smoke runs in their own test modules.)"""
+figures it is for, so that the measuring code of a script cannot rot unnoticed. One simulator per script: the
+other's path is the same code with another simulator name. Icarus where a script builds designs no other test
+builds (nothing to compile), Verilator where it shares a test's build. (bench_requant, train_core, train_rtl
+and bench_train_core have smoke runs in their own test modules.)"""
 
 import json
 import subprocess
@@ -10,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from verif.runner import simulator_status
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def needs(sim):
+    """Skip with the reason when ``sim`` is not installed."""
+    available, reason = simulator_status(sim)
+    if not available:
+        pytest.skip(reason)
 
 
 def run(script, *args, out):
@@ -63,11 +73,12 @@ def test_bench_tsram(tmp_path):
 
 
 def test_bench_fp8_tree(tmp_path):
+    needs("icarus")
     out = tmp_path / "fp8_tree.json"
-    run("bench_fp8_tree.py", "--preset", "small", "--set", "fp8.k=2", "--dots", "20", out=out)
+    run("bench_fp8_tree.py", "--preset", "small", "--set", "fp8.k=2", "--dots", "20", "--sim", "icarus", out=out)
     report = json.loads(out.read_text())
     t = report["throughput"]
-    assert report["k"] == 2 and t["block_pairs"] > 0 and 0 < t["block_pairs_per_cycle"] <= 1
+    assert report["simulator"] == "icarus" and report["k"] == 2 and t["block_pairs"] > 0 and 0 < t["block_pairs_per_cycle"] <= 1
     assert t["latency_cycles"] > 0 and set(report["area"]["nand2_per_mac"]) == {"fp8_tree", "bf16_tree", "int8_tree"}
 
 
@@ -75,9 +86,11 @@ def test_bench_sparsity(tmp_path):
     out = tmp_path / "sparsity.json"
     # The training tensors are DFXP-16 codes: the unit's elements must be 16 bits wide. A 1x1 PE array keeps
     # the synthesis of the area section short.
+    needs("icarus")
     run("bench_sparsity.py", "--preset", "small", "--set", "sparsity.width=16", "--set", "pe.rows=1",
-        "--set", "pe.cols=1", "--vectors", "2", out=out)
+        "--set", "pe.cols=1", "--vectors", "2", "--sim", "icarus", out=out)
     report = json.loads(out.read_text())
+    assert report["simulator"] == "icarus"
     assert report["zero_skip"]["runs"] and report["row_skip"]["runs"] and report["zvc"]["runs"]
     assert report["area"]["zero_skip_nand2"] > 0 and report["area"]["row_skip_nand2"] > 0
     ss = report["slice_skip"]
