@@ -27,7 +27,7 @@ touches an internal signal.
   column), and while a run is in progress every locked configuration register and the window (their
   values unchanged); a start while running answers BUSY. That run goes on and ends bit-exact.
 * ``reset_and_stop``: ``rst`` in the middle of a run (the registers come back at their reset values),
-  then a reload and a bit-exact run; ``ctrl.stop`` in the middle of a run (``status.running`` drops at
+  then a reload (the logits at fractional length :data:`FINE_FRAC_Z`) and a bit-exact run; ``ctrl.stop`` in the middle of a run (``status.running`` drops at
   once), then a reload and a bit-exact run.
 
 Every wait has a cycle limit: a hang fails the test instead of stalling it.
@@ -50,6 +50,8 @@ from verif.train_core_tb import CoreTB, bad_starts, start_error, table_after
 RUN_LIMIT = 100_000
 #: Cycles the core may take to answer a start or a stop.
 ANSWER_LIMIT = 16
+#: A logit fractional length above 25, where the output-error unit's shift amount frac_z + 6 clamps at 31.
+FINE_FRAC_Z = 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +314,9 @@ async def reset_and_stop(dut):
             assert value == reg.reset, f"{reg.name}[{i}] is {value:#x} after reset, not {reg.reset:#x}"
     assert not int(dut.irq.value) and not int(dut.s_axis_tready.value)
     await tb.regs.write_fields("irq_enable", done=1, error=1)
+    # The reload starts the logits at a fine fractional length: the output-error unit's exponent then shifts
+    # by frac_z + 6 = 34 > 31, where its shifter clamps the amount (exp2_shift).
+    trainer.fracs["z"] = FINE_FRAC_Z
     await tb.host.load(trainer, 1)
     await tb.run(trainer, trainer.batches()[:1], timeout_cycles=RUN_LIMIT)
     await check_run(tb, trainer, 1, "the run after a reset in the middle of a run")
