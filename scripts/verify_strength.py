@@ -170,8 +170,8 @@ def measure_block(block, config, args, equivalents, progress=_progress):
         elif result == "timeout":
             timed_out += 1
             status = "timed out"
-        elif m.key in known:
-            equivalent.append({**entry, "why": known[m.key]})
+        elif mutation.equivalence_key(m.key) in known:
+            equivalent.append({**entry, "why": known[mutation.equivalence_key(m.key)]})
             status = "equivalent (justified)"
         elif mutation.prove_equivalent(block, m, workdir):
             equivalent.append({**entry, "why": PROVED})
@@ -286,9 +286,9 @@ def rescore(report, equivalents):
     moved = 0
     for block, r in report["blocks"].items():
         known = equivalents.get(block, {})
-        for s in [s for s in r["survived"] if s["mutant"] in known]:
+        for s in [s for s in r["survived"] if mutation.equivalence_key(s["mutant"]) in known]:
             r["survived"].remove(s)
-            r["equivalents"].append({**s, "why": known[s["mutant"]]})
+            r["equivalents"].append({**s, "why": known[mutation.equivalence_key(s["mutant"])]})
             moved += 1
         r["equivalent"] = len(r["equivalents"])
         r["score"] = mutation.score(r["killed"], r["mutants"], r["equivalent"])

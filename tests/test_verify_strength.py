@@ -135,6 +135,14 @@ def test_equivalents(tmp_path):
     assert mutation.load_equivalents(path) == {
         "dfa_ep": {"mutate -mode inv -module m -cell $1 -port Y -portbit 0": "the bit is never read"}}
     assert mutation.load_equivalents(tmp_path / "missing.toml") == {}
+    # The source lines a mutant names are not part of its key: moving lines of hw/ keeps the netlist.
+    path.write_text('[[equivalent]]\nblock = "dfa_ep"\n'
+                    'mutant = "mutate -mode inv -module m -cell $1 -port Y -portbit 0 -src hw/x.py:7 -src hw/y.py:2"\n'
+                    'why = "the bit is never read"\n')
+    key = mutation.equivalence_key("mutate -ctrl mutsel 6 3 -mode inv -module m -cell $1 -port Y -portbit 0 "
+                                   "-src hw/x.py:9 -src hw/y.py:2")
+    assert mutation.load_equivalents(path) == {"dfa_ep": {key: "the bit is never read"}}
+    assert key == "mutate -mode inv -module m -cell $1 -port Y -portbit 0"
     path.write_text('[[equivalent]]\nblock = "dfa_ep"\nmutant = "mutate -mode inv"\n')
     with pytest.raises(ValueError, match="must have why"):
         mutation.load_equivalents(path)
@@ -248,7 +256,8 @@ def test_rescore():
     other = {"index": 4, "mutant": "mutate -mode inv -module m -cell $2 -port Y -portbit 0", "src": "hw/x.py:2"}
     report = {"blocks": {"dfa_ep": {"mutants": 10, "killed": 8, "survived": [survivor, other], "equivalents": [],
                                     "equivalent": 0, "score": 0.8}}}
-    assert verify_strength.rescore(report, {"dfa_ep": {survivor["mutant"]: "never read"}}) == 1
+    known = {"dfa_ep": {mutation.equivalence_key(survivor["mutant"]): "never read"}}
+    assert verify_strength.rescore(report, known) == 1
     r = report["blocks"]["dfa_ep"]
     assert r["survived"] == [other] and r["equivalents"] == [{**survivor, "why": "never read"}]
     assert r["equivalent"] == 1 and r["score"] == mutation.score(8, 10, 1) == 0.8889

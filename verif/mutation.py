@@ -99,6 +99,13 @@ def _strip_ctrl(line):
     return re.sub(r" -ctrl \S+ \d+ \d+", "", line)
 
 
+def equivalence_key(line):
+    """What names a mutant of a netlist in the equivalents file: its mutate line without ``-ctrl`` and without
+    the ``-src`` source lines, which an edit that only moves lines of hw/ changes while the netlist, its cells
+    and so the mutant stay the same."""
+    return re.sub(r" -src \S+", "", _strip_ctrl(line))
+
+
 def _parse_mutant(index, line):
     key = _strip_ctrl(line)
     match = re.search(r" -src (\S+)", key)
@@ -490,10 +497,10 @@ def load_waivers(path=WAIVERS):
 
 
 def load_equivalents(path=EQUIVALENTS):
-    """``{block: {mutant key: why}}`` from the equivalents file (``{}`` if it does not exist)."""
+    """``{block: {equivalence_key(mutant): why}}`` from the equivalents file (``{}`` if it does not exist)."""
     table = {}
     for entry in _toml_entries(path, "equivalent", ("block", "mutant", "why")):
-        table.setdefault(entry["block"], {})[_strip_ctrl(entry["mutant"].strip())] = entry["why"].strip()
+        table.setdefault(entry["block"], {})[equivalence_key(entry["mutant"].strip())] = entry["why"].strip()
     return table
 
 
