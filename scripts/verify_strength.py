@@ -170,8 +170,8 @@ def measure_block(block, config, args, equivalents, progress=_progress):
         elif result == "timeout":
             timed_out += 1
             status = "timed out"
-        elif mutation.equivalence_key(m.key) in known:
-            equivalent.append({**entry, "why": known[mutation.equivalence_key(m.key)]})
+        elif (why := known.get(mutation.equivalence_key(m.key))) is not None:
+            equivalent.append({**entry, "why": why})
             status = "equivalent (justified)"
         elif mutation.prove_equivalent(block, m, workdir):
             equivalent.append({**entry, "why": PROVED})
@@ -286,10 +286,12 @@ def rescore(report, equivalents):
     moved = 0
     for block, r in report["blocks"].items():
         known = equivalents.get(block, {})
-        for s in [s for s in r["survived"] if mutation.equivalence_key(s["mutant"]) in known]:
-            r["survived"].remove(s)
-            r["equivalents"].append({**s, "why": known[mutation.equivalence_key(s["mutant"])]})
-            moved += 1
+        for s in list(r["survived"]):
+            why = known.get(mutation.equivalence_key(s["mutant"]))
+            if why is not None:
+                r["survived"].remove(s)
+                r["equivalents"].append({**s, "why": why})
+                moved += 1
         r["equivalent"] = len(r["equivalents"])
         r["score"] = mutation.score(r["killed"], r["mutants"], r["equivalent"])
     return moved

@@ -27,8 +27,8 @@ touches an internal signal.
   column), and while a run is in progress every locked configuration register and the window (their
   values unchanged); a start while running answers BUSY. That run goes on and ends bit-exact.
 * ``reset_and_stop``: ``rst`` in the middle of a run (the registers come back at their reset values),
-  then a reload (the logits at fractional length :data:`FINE_FRAC_Z`) and a bit-exact run; ``ctrl.stop`` in the middle of a run (``status.running`` drops at
-  once), then a reload and a bit-exact run.
+  then a reload (the logits at fractional length :data:`FINE_FRAC_Z`) and a bit-exact run; ``ctrl.stop``
+  in the middle of a run (``status.running`` drops at once), then a reload and a bit-exact run.
 
 Every wait has a cycle limit: a hang fails the test instead of stalling it.
 """
